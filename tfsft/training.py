@@ -1,0 +1,254 @@
+"""Training: strategy scope → build → compile (AdamW + warm-up) → `Model.fit`.
+
+One loop serves CPU, GPU, multi-worker and TPU through `tf.distribute`. Training
+is cut into *intervals* of `train.eval_every_steps` steps (Keras "epochs" over a
+repeated dataset): each interval ends with validation, the best checkpoint and a
+`BackupAndRestore` backup, so a killed run resumes at the last interval with the
+same weights, optimizer state, learning-rate step and batch order.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import keras
+import tensorflow as tf
+
+from tfsft import evaluation
+from tfsft.config import ExperimentConfig, save_config
+from tfsft.data.pipeline import TextEncoder, evaluation_dataset, training_dataset
+from tfsft.data.readers import read_split
+from tfsft.models.backbones import load_backbone
+from tfsft.optimization import make_optimizer
+from tfsft.run_dir import load_run, save_artifacts
+from tfsft.tasks import get_task
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+class StopOnNaN(keras.callbacks.Callback):
+    """Stops with a clear message when the training loss is not finite."""
+
+    def __init__(self, learning_rate: float):
+        super().__init__()
+        self.learning_rate = learning_rate
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            step = int(self.model.optimizer.iterations.numpy())
+            raise TrainingDivergedError(
+                f"the training loss became {float(loss)} at step {step}. Try a lower train.learning_rate "
+                f"(now {self.learning_rate}), train.precision: float32, or check the data for bad labels."
+            )
+
+
+@dataclass
+class StepPlan:
+    """How many optimizer steps, cut into equal validation intervals."""
+
+    steps_per_epoch: int  # batches in one pass over the training data
+    interval: int  # steps between validations / checkpoints
+    intervals: int
+
+    @property
+    def total_steps(self) -> int:
+        return self.interval * self.intervals
+
+
+def plan_steps(num_examples: int, train_config) -> StepPlan:
+    steps_per_epoch = max(1, num_examples // train_config.batch_size)
+    total = train_config.max_steps or max(1, math.ceil(train_config.epochs * steps_per_epoch))
+    wanted = min(train_config.eval_every_steps or steps_per_epoch, total)
+    intervals = math.ceil(total / wanted)
+    return StepPlan(steps_per_epoch, math.ceil(total / intervals), intervals)
+
+
+def make_strategy(train_config) -> tf.distribute.Strategy:
+    """`auto`: TPU when an address is configured, mirrored over >1 GPU, else default."""
+    kind = train_config.strategy
+    if kind == "auto":
+        if train_config.tpu_address:
+            kind = "tpu"
+        elif len(tf.config.list_logical_devices("GPU")) > 1:
+            kind = "mirrored"
+        else:
+            kind = "default"
+    if kind == "tpu":
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=train_config.tpu_address or "")
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+        return tf.distribute.TPUStrategy(resolver)
+    if kind == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if kind == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def configure_runtime(config: ExperimentConfig) -> None:
+    """Seeds every RNG and sets the global precision policy."""
+    keras.utils.set_random_seed(config.seed)
+    keras.mixed_precision.set_dtype_policy(config.train.precision)
+
+
+def _best_so_far(history_csv: Path, monitor: str):
+    """The best monitored value in an earlier (interrupted) run's history."""
+    if not history_csv.exists():
+        return None
+    with open(history_csv, newline="") as f:
+        values = [float(row[monitor]) for row in csv.DictReader(f) if row.get(monitor)]
+    if not values:
+        return None
+    return min(values) if _mode(monitor) == "min" else max(values)
+
+
+def _mode(monitor: str) -> str:
+    return "min" if "loss" in monitor or "error" in monitor else "max"
+
+
+def _completed_intervals(backup_dir: Path) -> int:
+    meta = backup_dir / "training_metadata.json"
+    return json.loads(meta.read_text())["epoch"] if meta.exists() else 0
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    metrics: dict
+    seconds: float
+    steps: int
+
+
+def train(config: ExperimentConfig, log: Callable[[str], None] = print) -> TrainResult:
+    """Fine-tunes the configured model and evaluates it on the validation split.
+
+    Example:
+        >>> from tfsft.config import load_config
+        >>> result = train(load_config("configs/sst2_minilm.yaml"))
+        >>> result.metrics["accuracy"]
+    """
+    start = time.time()
+    run = config.run_path
+    run.mkdir(parents=True, exist_ok=True)
+    save_config(config, run / "config.yaml")
+    configure_runtime(config)
+    strategy = make_strategy(config.train)
+    task = get_task(config)
+
+    train_examples = read_split(config.data, "train")
+    has_validation = bool(config.data.files.get("validation") if config.data.use_files()
+                          else config.data.tfds and config.data.tfds.validation)
+    val_examples = read_split(config.data, "validation") if has_validation else None
+    for examples in (train_examples, val_examples):
+        if examples is not None and examples.skipped_empty:
+            log(f"{examples.source}: skipped {examples.skipped_empty} rows with empty text")
+    task.fit_labels(train_examples)
+
+    with strategy.scope():
+        backbone, tokenizer = load_backbone(config.model)
+        encoder = TextEncoder(tokenizer, config.model.sequence_length)
+        log(f"Tokenizing {len(train_examples):,} training examples ...")
+        train_split = task.encode(train_examples, encoder, training=True)
+        log(f"  mean length {train_split.mean_tokens:.1f} tokens; {train_split.truncated} truncated "
+            f"to {config.model.sequence_length}")
+        val_split = task.encode(val_examples, encoder, training=False) if val_examples else None
+        if val_split is not None and val_split.truncated:
+            log(f"  validation: {val_split.truncated} of {val_split.size} truncated")
+
+        plan = plan_steps(len(train_examples), config.train)
+        done = _completed_intervals(run / "backup")
+        if done:
+            log(f"Resuming from step {done * plan.interval} (interval {done}/{plan.intervals})")
+        train_ds = training_dataset(
+            train_split,
+            pad_id=encoder.pad_id,
+            batch_size=config.train.batch_size,
+            bucket_boundaries=config.train.bucket_boundaries,
+            sequence_length=config.model.sequence_length,
+            seed=config.seed,
+            shuffle_buffer=config.train.shuffle_buffer,
+            skip_batches=done * plan.interval,
+        )
+        val_ds = (evaluation_dataset(val_split, pad_id=encoder.pad_id, batch_size=config.train.eval_batch_size)
+                  if val_split else None)
+
+        model = task.build_model(backbone)
+        model.compile(
+            optimizer=make_optimizer(config.train, plan.total_steps),
+            loss=task.loss(),
+            metrics=task.metrics(),
+            jit_compile=config.train.jit_compile,
+        )
+    monitor = config.train.monitor or (task.default_monitor if val_ds is not None else "loss")
+    best_path = run / "checkpoints" / "best.weights.h5"
+    best_path.parent.mkdir(exist_ok=True)
+    (run / "logs").mkdir(exist_ok=True)
+    callbacks = [
+        StopOnNaN(config.train.learning_rate),
+        keras.callbacks.ModelCheckpoint(
+            best_path, monitor=monitor, mode=_mode(monitor), save_best_only=True, save_weights_only=True,
+            initial_value_threshold=_best_so_far(run / "logs" / "history.csv", monitor) if done else None,
+        ),
+        keras.callbacks.BackupAndRestore(str(run / "backup"), save_freq="epoch"),
+        keras.callbacks.CSVLogger(str(run / "logs" / "history.csv"), append=bool(done)),
+        keras.callbacks.TensorBoard(str(run / "logs"), update_freq=50, write_graph=False),
+    ]
+    if config.train.early_stopping_patience:
+        callbacks.append(keras.callbacks.EarlyStopping(
+            monitor=monitor, mode=_mode(monitor), patience=config.train.early_stopping_patience))
+    # BERT's pooler is unused unless task.pooling is "pooler"; Keras would warn each run.
+    warnings.filterwarnings("ignore", message="Gradients do not exist for variables .*pooled_dense")
+    # Keras warns when the (finite) validation dataset ends; training data repeats forever.
+    warnings.filterwarnings("ignore", message="Your input ran out of data")
+    log(f"Training {plan.total_steps} steps ({plan.intervals} x {plan.interval}; "
+        f"{plan.steps_per_epoch} steps = 1 epoch) at batch {config.train.batch_size}, "
+        f"precision {config.train.precision}, strategy {type(strategy).__name__}")
+    model.fit(
+        train_ds,
+        epochs=plan.intervals,
+        steps_per_epoch=plan.interval,
+        validation_data=val_ds,
+        callbacks=callbacks,
+        verbose=config.train.verbose,
+        shuffle=False,  # the dataset is shuffled (seeded) by the pipeline
+    )
+    if best_path.exists():
+        model.load_weights(best_path)
+    save_artifacts(run, model, tokenizer, task)
+
+    metrics = {}
+    if val_split is not None:
+        metrics = task.evaluate(model, val_split, task.targets(val_examples), encoder.pad_id,
+                                config.train.eval_batch_size, run)
+        metrics["split"] = "validation"
+        evaluation.write_metrics(metrics, run / "metrics.json")
+        log(evaluation.format_table(metrics, "validation"))
+    seconds = time.time() - start
+    log(f"Finished in {seconds / 60:.1f} min; run directory {run}")
+    return TrainResult(run, metrics, seconds, plan.total_steps)
+
+
+def evaluate(run_dir: str | Path, split: str = "validation", log: Callable[[str], None] = print) -> dict:
+    """Evaluates a finished run on `split`; writes `metrics_<split>.json`."""
+    loaded = load_run(run_dir)
+    config = loaded.config
+    keras.mixed_precision.set_dtype_policy(config.train.precision)
+    examples = read_split(config.data, split)
+    encoder = TextEncoder(loaded.tokenizer, config.model.sequence_length)
+    encoded = loaded.task.encode(examples, encoder, training=False)
+    metrics = loaded.task.evaluate(loaded.model, encoded, loaded.task.targets(examples), encoder.pad_id,
+                                   config.train.eval_batch_size, loaded.path / f"eval_{split}")
+    metrics["split"] = split
+    evaluation.write_metrics(metrics, loaded.path / f"metrics_{split}.json")
+    log(evaluation.format_table(metrics, split))
+    return metrics
