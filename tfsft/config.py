@@ -132,6 +132,12 @@ class DataConfig:
             return True
         return all(Path(p).is_absolute() for p in self.files.values())
 
+    def has_split(self, split: str) -> bool:
+        """Whether the active source (files or TFDS) defines `split`."""
+        if self.use_files():
+            return split in self.files
+        return bool(self.tfds and getattr(self.tfds, split, None))
+
     def file_path(self, split: str) -> Path:
         path = Path(self.files[split]).expanduser()
         root = self.resolved_data_dir()

@@ -26,55 +26,11 @@ from typing import Callable, Optional
 import numpy as np
 import tensorflow as tf
 
-from tfsft.data.pipeline import TextEncoder
 from tfsft.run_dir import LoadedRun, load_run
 
 
 class ExportError(RuntimeError):
     """Export failed or the reloaded SavedModel disagrees with the model."""
-
-
-class TextServingModule(tf.Module):
-    """Strings → task answers, for `tf.saved_model.save`.
-
-    Args:
-        model: the trained Keras task model.
-        encoder: the `TextEncoder` used in training.
-        outputs: the task's `serving_outputs(model_outputs) -> dict`.
-        pair: whether the signature takes a second text (`text_pair`).
-    """
-
-    def __init__(self, model, encoder: TextEncoder, outputs: Callable, pair: bool):
-        super().__init__(name="tfsft_serving")
-        self.model = model
-        self.encoder = encoder
-        self._outputs = outputs
-        self._input_names = list(model.input) if isinstance(model.input, dict) else None
-        spec = tf.TensorSpec([None], tf.string, name="text")
-        if pair:
-            pair_spec = tf.TensorSpec([None], tf.string, name="text_pair")
-            self.serve = tf.function(self._serve_pair, input_signature=[spec, pair_spec])
-        else:
-            self.serve = tf.function(self._serve_single, input_signature=[spec])
-
-    def _run(self, text, text_pair=None):
-        features, _ = self.encoder(text, text_pair)
-        if self._input_names is not None:
-            features = {k: features[k] for k in self._input_names}
-        return self._outputs(self.model(features, training=False))
-
-    def _serve_single(self, text):
-        return self._run(text)
-
-    def _serve_pair(self, text, text_pair):
-        return self._run(text, text_pair)
-
-
-def serving_module(loaded: LoadedRun) -> TextServingModule:
-    config = loaded.config
-    encoder = TextEncoder(loaded.tokenizer, config.model.sequence_length)
-    return TextServingModule(loaded.model, encoder, loaded.task.serving_outputs,
-                             pair=config.data.text_pair_column is not None)
 
 
 def export_path(loaded: LoadedRun) -> Path:
@@ -90,15 +46,17 @@ def export(run_dir: str | Path, verify: bool = True, log: Callable[[str], None] 
         >>> path = export("runs/sst2_minilm")   # runs/sst2_minilm/export/sst2/1
     """
     loaded = load_run(run_dir)
-    module = serving_module(loaded)
+    encoder = loaded.task.make_encoder(loaded.tokenizer, loaded.config.model.sequence_length)
+    module = loaded.task.serving_module(loaded.model, encoder)
+    signatures = {"serving_default": module.serve, **getattr(module, "extra_signatures", lambda: {})()}
     target = export_path(loaded)
     staging = target.with_name(f".{target.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.parent.mkdir(parents=True, exist_ok=True)
     try:
-        tf.saved_model.save(module, str(staging), signatures={"serving_default": module.serve})
+        tf.saved_model.save(module, str(staging), signatures=signatures)
         if verify:
-            verify_export(staging, module, _sample_inputs(loaded))
+            verify_export(staging, module, loaded.task.sample_inputs())
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -108,19 +66,11 @@ def export(run_dir: str | Path, verify: bool = True, log: Callable[[str], None] 
     return target
 
 
-def _sample_inputs(loaded: LoadedRun) -> dict[str, list[str]]:
-    texts = ["a gripping, beautifully acted film", "dull and far too long", "ok", "x " * 300]
-    inputs = {"text": texts}
-    if loaded.config.data.text_pair_column is not None:
-        inputs["text_pair"] = list(reversed(texts))
-    return inputs
-
-
 _RELOAD_SCRIPT = r"""
 import json, sys
 import tensorflow as tf
 import tensorflow_text  # registers the TF Text ops the tokenizer uses
-assert "keras" not in sys.modules and "tfsft" not in sys.modules, "must run without keras/tfsft"
+assert "tfsft" not in sys.modules and "keras_hub" not in sys.modules
 inputs = json.loads(sys.stdin.read())
 fn = tf.saved_model.load(sys.argv[1]).signatures["serving_default"]
 out = fn(**{k: tf.constant(v) for k, v in inputs.items()})
@@ -141,7 +91,7 @@ def run_in_fresh_process(saved_model: Path, inputs: dict[str, list[str]]) -> dic
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def verify_export(saved_model: Path, module: TextServingModule, inputs: dict[str, list[str]],
+def verify_export(saved_model: Path, module: tf.Module, inputs: dict[str, list[str]],
                   atol: float = 1e-3) -> dict:
     """Checks that the reloaded SavedModel matches the in-memory model.
 
@@ -150,7 +100,7 @@ def verify_export(saved_model: Path, module: TextServingModule, inputs: dict[str
             any string output differs.
     """
     reloaded = run_in_fresh_process(saved_model, inputs)
-    expected = module.serve(*[tf.constant(v) for v in inputs.values()])
+    expected = module.serve(**{k: tf.constant(v) for k, v in inputs.items()})
     for key, value in expected.items():
         value = value.numpy()
         if value.dtype == object:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import keras
-import keras_hub
+import keras_hub  # noqa: F401  (registers the KerasHub classes for deserialization)
 
 from tfsft.config import ExperimentConfig, load_config
 from tfsft.tasks import get_task
@@ -54,6 +54,14 @@ def save_artifacts(path: Path, model, tokenizer, task) -> None:
     (path / "task.json").write_text(json.dumps(task.state(), indent=2) + "\n", encoding="utf-8")
 
 
+def load_tokenizer(folder: Path):
+    """Loads a tokenizer written by `tokenizer.save_to_preset(folder)`."""
+    config = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
+    tokenizer = keras.saving.deserialize_keras_object(config)
+    tokenizer.load_preset_assets(str(folder))
+    return tokenizer
+
+
 def load_run(path: str | Path) -> LoadedRun:
     """Loads a finished run: config, task state, model and tokenizer."""
     path = Path(path)
@@ -64,5 +72,5 @@ def load_run(path: str | Path) -> LoadedRun:
     task = get_task(config)
     task.load_state(json.loads((path / "task.json").read_text(encoding="utf-8")))
     model = keras.saving.load_model(path / "model.keras", compile=False)
-    tokenizer = keras_hub.models.Tokenizer.from_preset(str(path / "tokenizer"))
+    tokenizer = load_tokenizer(path / "tokenizer")
     return LoadedRun(config, task, model, tokenizer, path)

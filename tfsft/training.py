@@ -23,8 +23,7 @@ import tensorflow as tf
 
 from tfsft import evaluation
 from tfsft.config import ExperimentConfig, save_config
-from tfsft.data.pipeline import TextEncoder, evaluation_dataset, training_dataset
-from tfsft.data.readers import read_split
+from tfsft.data.pipeline import evaluation_dataset, training_dataset
 from tfsft.models.backbones import load_backbone
 from tfsft.optimization import make_optimizer
 from tfsft.run_dir import load_run, save_artifacts
@@ -145,10 +144,8 @@ def train(config: ExperimentConfig, log: Callable[[str], None] = print) -> Train
     strategy = make_strategy(config.train)
     task = get_task(config)
 
-    train_examples = read_split(config.data, "train")
-    has_validation = bool(config.data.files.get("validation") if config.data.use_files()
-                          else config.data.tfds and config.data.tfds.validation)
-    val_examples = read_split(config.data, "validation") if has_validation else None
+    train_examples = task.read("train")
+    val_examples = task.read("validation") if config.data.has_split("validation") else None
     for examples in (train_examples, val_examples):
         if examples is not None and examples.skipped_empty:
             log(f"{examples.source}: skipped {examples.skipped_empty} rows with empty text")
@@ -156,7 +153,7 @@ def train(config: ExperimentConfig, log: Callable[[str], None] = print) -> Train
 
     with strategy.scope():
         backbone, tokenizer = load_backbone(config.model)
-        encoder = TextEncoder(tokenizer, config.model.sequence_length)
+        encoder = task.make_encoder(tokenizer, config.model.sequence_length)
         log(f"Tokenizing {len(train_examples):,} training examples ...")
         train_split = task.encode(train_examples, encoder, training=True)
         log(f"  mean length {train_split.mean_tokens:.1f} tokens; {train_split.truncated} truncated "
@@ -178,6 +175,7 @@ def train(config: ExperimentConfig, log: Callable[[str], None] = print) -> Train
             seed=config.seed,
             shuffle_buffer=config.train.shuffle_buffer,
             skip_batches=done * plan.interval,
+            batch_transform=getattr(task, "batch_transform", None),
         )
         val_ds = (evaluation_dataset(val_split, pad_id=encoder.pad_id, batch_size=config.train.eval_batch_size)
                   if val_split else None)
@@ -228,8 +226,7 @@ def train(config: ExperimentConfig, log: Callable[[str], None] = print) -> Train
 
     metrics = {}
     if val_split is not None:
-        metrics = task.evaluate(model, val_split, task.targets(val_examples), encoder.pad_id,
-                                config.train.eval_batch_size, run)
+        metrics = task.evaluate(model, val_examples, val_split, encoder, config.train.eval_batch_size, run)
         metrics["split"] = "validation"
         evaluation.write_metrics(metrics, run / "metrics.json")
         log(evaluation.format_table(metrics, "validation"))
@@ -243,11 +240,11 @@ def evaluate(run_dir: str | Path, split: str = "validation", log: Callable[[str]
     loaded = load_run(run_dir)
     config = loaded.config
     keras.mixed_precision.set_dtype_policy(config.train.precision)
-    examples = read_split(config.data, split)
-    encoder = TextEncoder(loaded.tokenizer, config.model.sequence_length)
+    examples = loaded.task.read(split)
+    encoder = loaded.task.make_encoder(loaded.tokenizer, config.model.sequence_length)
     encoded = loaded.task.encode(examples, encoder, training=False)
-    metrics = loaded.task.evaluate(loaded.model, encoded, loaded.task.targets(examples), encoder.pad_id,
-                                   config.train.eval_batch_size, loaded.path / f"eval_{split}")
+    metrics = loaded.task.evaluate(loaded.model, examples, encoded, encoder, config.train.eval_batch_size,
+                                   loaded.path / f"eval_{split}")
     metrics["split"] = split
     evaluation.write_metrics(metrics, loaded.path / f"metrics_{split}.json")
     log(evaluation.format_table(metrics, split))

@@ -126,15 +126,18 @@ def encode_examples(
 
 
 def _padding_values(pad_id: int, element_spec):
+    """`pad_id` for `*token_ids` features, 0 for masks, labels and weights."""
     features_spec = element_spec[0] if isinstance(element_spec, tuple) else element_spec
-    values = {k: tf.constant(pad_id if k == "token_ids" else 0, tf.int32) for k in features_spec}
+    values = {k: tf.constant(pad_id if k.endswith("token_ids") else 0, s.dtype) for k, s in features_spec.items()}
     if not isinstance(element_spec, tuple):
         return values
     return (values, *[tf.constant(0, s.dtype) for s in element_spec[1:]])
 
 
 def _length(*example):
-    return tf.shape(example[0]["token_ids"])[0]
+    """The longest `*token_ids` feature of an example (what its batch pads to)."""
+    lengths = [tf.shape(v)[0] for k, v in example[0].items() if k.endswith("token_ids")]
+    return tf.reduce_max(tf.stack(lengths))
 
 
 def training_dataset(
@@ -147,11 +150,13 @@ def training_dataset(
     seed: int,
     shuffle_buffer: int,
     skip_batches: int = 0,
+    batch_transform=None,
 ) -> tf.data.Dataset:
     """Shuffled, repeated batches, each padded to its own longest example.
 
     `skip_batches` resumes the exact batch order of an interrupted run (the
-    seeded shuffle makes the order reproducible).
+    seeded shuffle makes the order reproducible). `batch_transform`, when
+    given, maps each padded batch (e.g. dynamic masking for masked-LM).
     """
     boundaries = [b for b in bucket_boundaries if b < sequence_length]
     dataset = split.dataset.shuffle(min(shuffle_buffer, split.size), seed=seed, reshuffle_each_iteration=True)
@@ -164,6 +169,8 @@ def training_dataset(
     )
     if skip_batches:
         dataset = dataset.skip(skip_batches)
+    if batch_transform is not None:
+        dataset = dataset.map(batch_transform, num_parallel_calls=AUTOTUNE)
     return dataset.prefetch(AUTOTUNE)
 
 

@@ -1,10 +1,19 @@
 """Tasks: a dict from task name to the class that builds, trains and serves it.
 
-A task class is constructed as `Task(options, data_config)` and provides:
-`fit_labels(train_examples)`, `targets(examples)`, `encode(examples, encoder,
-training)`, `build_model(backbone)`, `loss()`, `metrics()`, `default_monitor`,
-`evaluate(...)`, `serving_outputs(model_outputs)`, and `state()`/`load_state()`
-for what must be saved with the model (e.g. the label vocabulary).
+A task class is constructed as `Task(options, data_config)` and provides what
+`training.py` and `export.py` call, so those stay task-agnostic:
+
+- data: `read(split) -> examples`, `fit_labels(train_examples)`,
+  `make_encoder(tokenizer, sequence_length)` (a Keras layer, used by tf.data
+  and inside the SavedModel), `encode(examples, encoder, training) -> EncodedSplit`,
+  and optionally `batch_transform(*batch)` applied to each padded training batch;
+- model: `build_model(backbone)`, `loss()`, `metrics()`, `default_monitor`;
+- evaluation: `evaluate(model, examples, encoded, encoder, batch_size, out_dir)`
+  returning a metrics dict;
+- serving: `serving_module(model, encoder)` (a `tf.Module` whose `serve`
+  tf.function is the `serving_default` signature; extra signatures come
+  from its `extra_signatures()` when defined) and `sample_inputs()` for the export check;
+- `state()` / `load_state(state)`: what is saved with the model (labels, ...).
 """
 
 from tfsft.tasks.text_classification import TextClassificationTask, TextRegressionTask

@@ -19,7 +19,8 @@ import tensorflow as tf
 from tfsft import evaluation
 from tfsft.config import register_task_options
 from tfsft.data.pipeline import EncodedSplit, TextEncoder, encode_examples, evaluation_dataset
-from tfsft.data.readers import DataError, TextExamples
+from tfsft.data.readers import DataError, TextExamples, read_split
+from tfsft.signatures import TextServingModule
 from tfsft.models.backbones import sequence_output
 from tfsft.models.heads import SequencePooling
 
@@ -165,6 +166,12 @@ class TextClassificationTask:
         self.labels, self.label_names = state["labels"], state["label_names"]
 
     # --- data -------------------------------------------------------------
+    def read(self, split: str) -> TextExamples:
+        return read_split(self.data, split)
+
+    def make_encoder(self, tokenizer, sequence_length: int) -> TextEncoder:
+        return TextEncoder(tokenizer, sequence_length)
+
     def encode(self, examples: TextExamples, encoder: TextEncoder, training: bool) -> EncodedSplit:
         targets = self.targets(examples)
         return encode_examples(
@@ -186,9 +193,11 @@ class TextClassificationTask:
         return [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
 
     # --- evaluation ---------------------------------------------------------
-    def evaluate(self, model, split: EncodedSplit, targets: np.ndarray, pad_id: int, batch_size: int,
-                 out_dir: Path, verbose: int = 0) -> dict:
-        dataset = evaluation_dataset(split, pad_id=pad_id, batch_size=batch_size).map(lambda x, *_: x)
+    def evaluate(self, model, examples: TextExamples, split: EncodedSplit, encoder: TextEncoder,
+                 batch_size: int, out_dir: Path, verbose: int = 0) -> dict:
+        """Metrics on an encoded split; writes the confusion matrix to `out_dir`."""
+        targets = self.targets(examples)
+        dataset = evaluation_dataset(split, pad_id=encoder.pad_id, batch_size=batch_size).map(lambda x, *_: x)
         logits = model.predict(dataset, verbose=verbose)
         probabilities = tf.nn.softmax(logits).numpy()
         metrics = evaluation.classification_metrics(targets, probabilities, self.label_names)
@@ -196,6 +205,16 @@ class TextClassificationTask:
         return metrics
 
     # --- serving ------------------------------------------------------------
+    def serving_module(self, model, encoder: TextEncoder) -> TextServingModule:
+        return TextServingModule(model, encoder, self.serving_outputs, pair=self.data.text_pair_column is not None)
+
+    def sample_inputs(self) -> dict[str, list[str]]:
+        """Inputs for the export check (the last one is longer than any model)."""
+        texts = ["a gripping, beautifully acted film", "dull and far too long", "ok", "x " * 600]
+        if self.data.text_pair_column is None:
+            return {"text": texts}
+        return {"text": texts, "text_pair": list(reversed(texts))}
+
     def serving_outputs(self, logits) -> dict:
         probabilities = tf.nn.softmax(tf.cast(logits, tf.float32))
         label_id = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
@@ -246,8 +265,9 @@ class TextRegressionTask(TextClassificationTask):
     def metrics(self):
         return [keras.metrics.MeanAbsoluteError(name="mae")]
 
-    def evaluate(self, model, split, targets, pad_id, batch_size, out_dir, verbose=0) -> dict:
-        dataset = evaluation_dataset(split, pad_id=pad_id, batch_size=batch_size).map(lambda x, *_: x)
+    def evaluate(self, model, examples, split, encoder, batch_size, out_dir, verbose=0) -> dict:
+        targets = self.targets(examples)
+        dataset = evaluation_dataset(split, pad_id=encoder.pad_id, batch_size=batch_size).map(lambda x, *_: x)
         scores = model.predict(dataset, verbose=verbose)[:, 0]
         return evaluation.regression_metrics(targets, scores)
 
