@@ -1,4 +1,4 @@
-"""Command line: `tfsft train|evaluate|export|predict`.
+"""Command line: `tfsft train|pretrain|evaluate|export|predict|generate`.
 
 Each command is a thin wrapper over the Python function of the same name, so
 the CLI and the API are the same thing underneath. Expected failures (bad
@@ -27,6 +27,21 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set train.learning_rate=3e-5 (repeatable)")
     p.add_argument("--export", action="store_true", help="export a SavedModel after training")
+
+    p = sub.add_parser("pretrain", help="train a tokenizer, pretrain (masked_lm / causal_lm), save <run_dir>/preset")
+    p.add_argument("config", help="pretraining YAML file (see configs/pretrain_*.yaml)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value (repeatable)")
+
+    p = sub.add_parser("generate", help="continue a prompt with a pretrained causal LM (GPT-2)")
+    p.add_argument("path", help="`tfsft pretrain` run directory or its preset/ folder")
+    p.add_argument("--prompt", action="append", required=True, help="prompt text (repeatable)")
+    p.add_argument("--sampler", default="greedy", choices=["greedy", "top_k", "top_p"])
+    p.add_argument("--max-length", type=int, default=64, help="total tokens, prompt included")
+    p.add_argument("--k", type=int, default=10, help="top_k: sample among the k most likely tokens")
+    p.add_argument("--p", type=float, default=0.9, help="top_p: nucleus probability mass")
+    p.add_argument("--seed", type=int, default=None, help="sampling seed (top_k, top_p)")
+    p.add_argument("--no-stop", action="store_true", help="keep generating past <|endoftext|> up to --max-length")
 
     p = sub.add_parser("evaluate", help="evaluate a finished run on a split")
     p.add_argument("run_dir")
@@ -62,6 +77,17 @@ def run(argv: list[str]) -> int:
         result = train(load_config(args.config, args.overrides))
         if args.export:
             export(result.run_dir)
+    elif args.command == "pretrain":
+        from tfsft.config import load_config
+        from tfsft.tasks.pretraining import pretrain
+
+        pretrain(load_config(args.config, args.overrides))
+    elif args.command == "generate":
+        from tfsft.generation import generate
+
+        for text in generate(args.path, args.prompt, sampler=args.sampler, max_length=args.max_length,
+                             k=args.k, p=args.p, seed=args.seed, stop_at_end=not args.no_stop):
+            print(json.dumps({"text": text}, ensure_ascii=False))
     elif args.command == "evaluate":
         from tfsft.training import evaluate
 

