@@ -148,3 +148,57 @@ def special_token_ids(tokenizer) -> dict[str, int]:
         "end": tokenizer.sep_token_id,
         "pad": tokenizer.pad_token_id,
     }
+
+
+def load_seq2seq_backbone(model_config, tokenizer=None):
+    """Builds an encoder–decoder `(backbone, tokenizer)` for sequence-to-sequence tasks.
+
+    * `backbone: random`, `architecture: transformer`: the from-scratch
+      `tfsft.layers.TransformerSeq2SeqBackbone` sized by `model_config`, with
+      tied source/target/output embeddings and pre-LN (stable at the high
+      learning rates of a short from-scratch run).
+    * `backbone: random`, `architecture: t5`: KerasHub `T5Backbone` sized by
+      `model_config` (`T5Tokenizer` over the same SentencePiece model).
+    * anything else: a KerasHub preset or folder (e.g. `t5_small_multi`),
+      with its own tokenizer, as in `load_backbone`.
+
+    Args:
+        model_config: a `ModelConfig`.
+        tokenizer: for `random`, a KerasHub `SentencePieceTokenizer` (e.g.
+            trained on the data); when None, `model_config.vocabulary` must be
+            a SentencePiece `.model` file.
+
+    Returns:
+        `(backbone, tokenizer)`; the backbone takes `encoder_token_ids`,
+        `encoder_padding_mask`, `decoder_token_ids`, `decoder_padding_mask`.
+    """
+    if model_config.backbone != "random":
+        return load_pretrained(resolve_source(model_config.backbone))
+    if tokenizer is None:
+        if not model_config.vocabulary:
+            raise ModelSourceError("model.vocabulary: a SentencePiece .model file is required (or a trained tokenizer)")
+        path = Path(model_config.vocabulary).expanduser()
+        if not path.is_file():
+            raise ModelSourceError(f"model.vocabulary: file {path} does not exist")
+        tokenizer = keras_hub.tokenizers.SentencePieceTokenizer(proto=str(path))
+    sizes = dict(
+        vocabulary_size=tokenizer.vocabulary_size(),
+        num_layers=model_config.num_layers,
+        num_heads=model_config.num_heads,
+        hidden_dim=model_config.hidden_dim,
+        intermediate_dim=model_config.intermediate_dim,
+        dropout=model_config.dropout,
+    )
+    if model_config.architecture == "transformer":
+        from tfsft.layers import TransformerSeq2SeqBackbone
+
+        backbone = TransformerSeq2SeqBackbone(
+            **sizes, max_sequence_length=model_config.sequence_length, norm_first=True, tie_embeddings=True
+        )
+        return backbone, tokenizer
+    if model_config.architecture == "t5":
+        return keras_hub.models.T5Backbone(**sizes), keras_hub.models.T5Tokenizer(proto=tokenizer.proto)
+    raise ModelSourceError(
+        "model.architecture: sequence-to-sequence models are transformer or t5. "
+        f"Received: architecture={model_config.architecture!r}"
+    )

@@ -14,8 +14,11 @@ A task class is constructed as `Task(options, data_config)` and provides what
   tf.function is the `serving_default` signature; extra signatures come
   from its `extra_signatures()` when defined) and `sample_inputs()` for the export check;
 - `state()` / `load_state(state)`: what is saved with the model (labels, ...).
+- optionally `build_backbone(model_config, train_examples, run_dir) -> (backbone,
+  tokenizer)`, used instead of `load_backbone` (e.g. to train a tokenizer first).
 """
 
+from tfsft.tasks.seq2seq import TranslationTask
 from tfsft.tasks.pretraining import CausalLMTask, MaskedLMTask
 from tfsft.tasks.text_classification import TextClassificationTask, TextRegressionTask
 
@@ -24,6 +27,7 @@ TASKS = {
     "text_regression": TextRegressionTask,
     "masked_lm": MaskedLMTask,
     "causal_lm": CausalLMTask,
+    "translation": TranslationTask,
 }
 
 
