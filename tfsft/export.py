@@ -145,5 +145,27 @@ def predict(path: str | Path, texts: list[str], pairs: Optional[list[str]] = Non
             row = {"text": texts[start + i]}
             for key, value in out.items():
                 item = value[i]
-                row[key] = item.decode() if isinstance(item, bytes) else item.tolist()
-            yield row
+                row[key] = item.decode() if isinstance(item, bytes) else _plain(item.tolist())
+            yield _trim_padded(row)
+
+
+def _plain(value):
+    """Nested lists with bytes decoded to str (JSON-ready)."""
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _trim_padded(row: dict) -> dict:
+    """Cuts padded list outputs to their count: `<p>_count` = n keeps n items of each `<p>_*` list.
+
+    Signatures cannot return ragged tensors, so e.g. NER returns `entity_count`
+    with padded `entity_texts`, `entity_types`, ...
+    """
+    for key, count in list(row.items()):
+        if key.endswith("_count") and isinstance(count, int):
+            prefix = key[: -len("count")]
+            for other, value in row.items():
+                if other.startswith(prefix) and other != key and isinstance(value, list):
+                    row[other] = value[:count]
+    return row

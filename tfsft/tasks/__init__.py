@@ -21,10 +21,12 @@ A task class is constructed as `Task(options, data_config)` and provides what
 from tfsft.tasks.seq2seq import TranslationTask
 from tfsft.tasks.pretraining import CausalLMTask, MaskedLMTask
 from tfsft.tasks.text_classification import TextClassificationTask, TextRegressionTask
+from tfsft.tasks.token_classification import TokenClassificationTask
 
 TASKS = {
     "text_classification": TextClassificationTask,
     "text_regression": TextRegressionTask,
+    "token_classification": TokenClassificationTask,
     "masked_lm": MaskedLMTask,
     "causal_lm": CausalLMTask,
     "translation": TranslationTask,

@@ -1,0 +1,307 @@
+"""Token classification: alignment, windows, chunk decoding, metrics, a shrunk real run and export."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import keras_hub
+import numpy as np
+import pytest
+import tensorflow as tf
+from seqeval.metrics import f1_score
+from seqeval.metrics.sequence_labeling import get_entities
+
+from tfsft.config import ConfigError, config_from_mapping, load_config
+from tfsft.data.conll import TokenExamples, read_conll
+from tfsft.data.readers import DataError
+from tfsft.tasks.ner_decoding import EntityF1, TagAccuracy, iob2_chunks, label_tables, split_words
+from tfsft.tasks.ner_serving import tag_probabilities
+from tfsft.tasks.ner_windows import WordWindowEncoder
+from tfsft.tasks.token_classification import TokenClassificationOptions, TokenClassificationTask
+
+REPO = Path(__file__).resolve().parents[2]
+DATA_DIR = Path(os.environ.get("TFSFT_DATA_DIR", REPO / ".." / "shared" / "data"))
+CONLL = DATA_DIR / "conll2003"
+needs_conll = pytest.mark.skipif(not CONLL.exists(),
+                                 reason=f"the real CoNLL-2003 files are not at {CONLL} (set TFSFT_DATA_DIR)")
+LABELS = ["O", "B-LOC", "I-LOC", "B-MISC", "I-MISC", "B-ORG", "I-ORG", "B-PER", "I-PER"]
+WORDS = ["eu", "rejects", "german", "call", "to", "boycott", "british", "lamb", ".", "peter", "the"]
+
+
+def write_vocabulary(path: Path, words) -> Path:
+    """A WordPiece vocabulary: specials, the given words, single characters and ##characters."""
+    chars = sorted({c for w in words for c in w} | set("abcdefghijklmnopqrstuvwxyz0123456789.,-'"))
+    entries = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + sorted(set(words)) + chars + [f"##{c}" for c in chars]
+    path.write_text("\n".join(dict.fromkeys(entries)) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def ner_tokenizer(tmp_path):
+    vocabulary = write_vocabulary(tmp_path / "vocab.txt", WORDS)
+    return keras_hub.models.BertTokenizer(vocabulary=str(vocabulary), lowercase=True)
+
+
+def ner_task(**options) -> TokenClassificationTask:
+    task = TokenClassificationTask(TokenClassificationOptions(**options), data_config=None)
+    task.labels = list(LABELS)
+    return task
+
+
+def examples(tokens, tags):
+    return TokenExamples(tokens, tags, list(range(1, len(tokens) + 1)), "mem")
+
+
+def windows(encoded_split):
+    return [(f["token_ids"].numpy(), y.numpy(), w.numpy()) for f, y, w in encoded_split.dataset]
+
+
+# --- alignment ------------------------------------------------------------
+
+
+def test_label_on_first_subword_only(ner_tokenizer):
+    task = ner_task()
+    encoder = task.make_encoder(ner_tokenizer, 32)
+    # "blackburn" is not in the vocabulary: 9 subwords b ##l ##a ...
+    split = task.encode(examples([["Peter", "Blackburn", "rejects"]], [["B-PER", "I-PER", "O"]]), encoder, True)
+    ((ids, target, weight),) = windows(split)
+    assert len(ids) == 2 + 1 + 9 + 1  # [CLS] peter b ##l … ##n rejects [SEP]
+    assert weight.tolist() == [0, 1, 1] + [0] * 8 + [1, 0]
+    index = {label: i for i, label in enumerate(LABELS)}
+    assert target[weight > 0].tolist() == [index["B-PER"] + 1, index["I-PER"] + 1, index["O"] + 1]
+    assert target[weight == 0].tolist() == [0] * 10  # unlabelled positions carry 0
+
+
+def test_label_all_subwords_continues_b_with_i(ner_tokenizer):
+    task = ner_task(label_all_subwords=True)
+    encoder = task.make_encoder(ner_tokenizer, 32)
+    split = task.encode(examples([["Blackburn", "rejects"]], [["B-PER", "O"]]), encoder, True)
+    ((_, target, weight),) = windows(split)
+    assert weight.tolist() == [0] + [1] * 10 + [0]
+    names = [LABELS[t - 1] for t in target[1:-1]]
+    assert names == ["B-PER"] + ["I-PER"] * 8 + ["O"]
+    # evaluation still reads each word once, at its first subword
+    ((_, _, eval_weight),) = windows(task.encode(examples([["Blackburn", "rejects"]], [["B-PER", "O"]]), encoder, False))
+    assert eval_weight.tolist() == [0, 1] + [0] * 8 + [1, 0]
+
+
+@pytest.mark.parametrize("sequence_length,stride", [(8, 1), (8, 3), (8, 6), (12, None), (5, 2)])
+def test_windows_cover_every_word_exactly_once(ner_tokenizer, sequence_length, stride):
+    rng = np.random.default_rng(sequence_length * 10 + (stride or 0))
+    vocab = WORDS + ["blackburn", "xq", "zz9"]  # some words split into several subwords
+    sentences = [[str(rng.choice(vocab)) for _ in range(rng.integers(0, 25))] for _ in range(30)]
+    words = tf.RaggedTensor.from_row_lengths(tf.constant([w for s in sentences for w in s], tf.string),
+                                             [len(s) for s in sentences])
+    encoder = WordWindowEncoder(ner_tokenizer, sequence_length, stride)
+    out = tf.function(encoder)(words)
+    lengths = out["padding_mask"].numpy().sum(axis=1)
+    assert lengths.max() <= sequence_length
+    owned = out["token_word"].numpy()[(out["token_first"] & out["token_owner"]).numpy()]
+    assert sorted(owned.tolist()) == list(range(len(words.flat_values)))  # each word exactly once
+    subwords = [np.asarray(ner_tokenizer.tokenize(w)).tolist() or [1] for s in sentences for w in s]
+    rows = out["window_row"].numpy()
+    ids = out["token_ids"].numpy()
+    offset = 0
+    for b, sentence in enumerate(sentences):
+        want = [t for words_ in subwords[offset:offset + len(sentence)] for t in words_]
+        offset += len(sentence)
+        for k in np.flatnonzero(rows == b):  # each window is a contiguous slice of the sentence's subwords
+            window = ids[k, 1:lengths[k] - 1].tolist()
+            assert len(window) == min(len(want), sequence_length - 2)
+            assert any(want[i:i + len(window)] == window for i in range(len(want) - len(window) + 1))
+
+
+def test_merged_predictions_come_from_each_words_first_subword(ner_tokenizer):
+    """A fake model that predicts each position's token id: merged word predictions = first subword ids."""
+
+    class EchoModel:
+        def __call__(self, features, training=False):
+            return tf.one_hot(features["token_ids"], ner_tokenizer.vocabulary_size()) * 10.0
+
+    sentences = [["Peter", "Blackburn", "rejects", "the", "call"] * 4, ["lamb"], []]
+    words = tf.ragged.constant(sentences, dtype=tf.string, ragged_rank=1)
+    encoder = WordWindowEncoder(ner_tokenizer, sequence_length=9, stride=2)
+    probabilities = tf.function(lambda w: tag_probabilities(EchoModel(), encoder, w, ["token_ids"]))(words)
+    first = [np.asarray(ner_tokenizer.tokenize(w))[0] for s in sentences for w in s]
+    assert np.argmax(probabilities.numpy(), axis=-1).tolist() == first
+
+
+def test_stride_must_leave_no_gap(ner_tokenizer):
+    with pytest.raises(ValueError, match=r"task.stride must be in \[1, model.sequence_length - 2 = 6\]"):
+        WordWindowEncoder(ner_tokenizer, 8, stride=7)
+
+
+# --- decoding and metrics ---------------------------------------------------
+
+
+def random_tag_sequences(seed, count=200):
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, len(LABELS), size=rng.integers(0, 12)).tolist() for _ in range(count)]
+
+
+def test_chunks_match_seqeval_conlleval_rules():
+    sequences = random_tag_sequences(0)
+    types, label_types, label_begins = label_tables(LABELS)
+    ragged = tf.RaggedTensor.from_row_lengths(tf.constant([t for s in sequences for t in s], tf.int32),
+                                              [len(s) for s in sequences])
+    is_start, end, kind = (x.numpy() for x in iob2_chunks(ragged, tf.constant(label_types), tf.constant(label_begins)))
+    offset = 0
+    for sequence in sequences:
+        mine = sorted((types[kind[i] - 1], i - offset, end[i] - 1 - offset)
+                      for i in range(offset, offset + len(sequence)) if is_start[i])
+        assert mine == sorted(get_entities([LABELS[t] for t in sequence]))
+        offset += len(sequence)
+
+
+def test_no_chunks_and_no_words_decode_to_nothing():
+    _, label_types, label_begins = label_tables(LABELS)
+    for rows in ([[0, 0], [0]], [[], []]):  # only O; no words at all
+        ragged = tf.ragged.constant(rows, dtype=tf.int32, ragged_rank=1)
+        is_start, end, _ = iob2_chunks(ragged, tf.constant(label_types), tf.constant(label_begins))
+        assert not is_start.numpy().any() and not end.numpy().any()
+    metric = EntityF1(LABELS)
+    metric.update_state(np.ones((2, 3), np.int32), np.eye(len(LABELS), dtype=np.float32)[np.zeros((2, 3), int)])
+    assert float(metric.result()) == 0.0
+
+
+def test_entity_f1_and_accuracy_metrics_equal_seqeval():
+    gold, pred = random_tag_sequences(1, 64), random_tag_sequences(2, 64)
+    pred = [(p + g)[:len(g)] if len(p) < len(g) else p[:len(g)] for p, g in zip(pred, gold)]
+    width = 12
+    y_true = np.zeros((64, width), np.int32)  # label id + 1, 0 = padding
+    logits = np.zeros((64, width, len(LABELS)), np.float32)
+    for i, (g, p) in enumerate(zip(gold, pred)):
+        y_true[i, :len(g)] = np.array(g) + 1
+        logits[i, np.arange(len(p)), p] = 1.0
+    metric, accuracy = EntityF1(LABELS), TagAccuracy()
+    metric.update_state(y_true, logits)
+    accuracy.update_state(y_true, logits)
+    names = lambda seqs: [[LABELS[t] for t in s] for s in seqs]
+    assert float(metric.result()) == pytest.approx(f1_score(names(gold), names(pred)), abs=1e-6)
+    total = sum(len(g) for g in gold)
+    assert float(accuracy.result()) == pytest.approx(sum(np.sum(np.array(g) == np.array(p)) for g, p in zip(gold, pred)) / total)
+
+
+def test_split_words_offsets_match_the_text():
+    texts = ["EU rejects U.S. lamb, said Zürich's O'Neill on 1996-08-22.", "", "  a  "]
+    words, starts, ends, _, _ = tf.function(split_words)(tf.constant(texts))
+    for text, w, s, e in zip(texts, words.to_list(), starts.to_list(), ends.to_list()):
+        assert [text[a:b] for a, b in zip(s, e)] == [x.decode() for x in w]
+    assert [x.decode() for x in words[0].numpy()] == [
+        "EU", "rejects", "U.S.", "lamb", ",", "said", "Zürich", "'s", "O'Neill", "on", "1996-08-22", "."]
+
+
+# --- options, labels and errors ----------------------------------------------
+
+
+def test_options_validation_reports_every_problem():
+    raw = {"task": {"name": "token_classification", "labels": ["B-PER", "X"], "stride": 0, "dropout": 1.5},
+           "data": {"files": {"train": "t.txt"}}}
+    with pytest.raises(ConfigError) as info:
+        config_from_mapping(raw)
+    message = str(info.value)
+    assert "task.labels: must include 'O'" in message
+    assert "task.labels: 'B-PER': give both B-PER and I-PER" in message
+    assert "task.labels: 'X' is not an IOB2 tag" in message
+    assert "task.stride: must be > 0" in message
+    assert "task.dropout: must be in [0, 1)" in message
+
+
+def test_labels_inferred_from_train_and_unknown_tag_names_file_and_line(tmp_path):
+    train = tmp_path / "train.txt"
+    train.write_text("EU B-ORG\nrejects O\n\nPeter I-PER\n", encoding="utf-8")  # IOB1 I-PER → B-PER
+    test = tmp_path / "test.txt"
+    test.write_text("Paris B-LOC\n\nPeter B-PER\nsaid O\nin O\nZurich B-GPE\n", encoding="utf-8")
+    task = TokenClassificationTask(TokenClassificationOptions(), data_config=None)
+    task.fit_labels(read_conll(train))
+    assert task.labels == ["O", "B-ORG", "I-ORG", "B-PER", "I-PER"]
+    with pytest.raises(DataError, match=r"test.txt:1: tag 'B-LOC' is not in the label set"):
+        task.targets(read_conll(test))
+    task.labels = ["O", "B-LOC", "I-LOC", "B-PER", "I-PER"]
+    with pytest.raises(DataError, match=r"test.txt:6: tag 'B-GPE' is not in the label set"):
+        task.targets(read_conll(test))
+
+
+def test_shipped_config_loads():
+    config = load_config(REPO / "configs" / "conll2003_minilm.yaml")
+    assert config.task.name == "token_classification"
+    assert config.data.files["test"] == "conll2003/test.txt"
+    assert config.data.tfds.name == "conll2003"
+
+
+# --- a shrunk real run: train, evaluate, export, reload in a fresh process ----
+
+_SPANS_SCRIPT = r"""
+import json, sys
+import tensorflow as tf
+import tensorflow_text  # noqa: F401
+assert "tfsft" not in sys.modules and "keras_hub" not in sys.modules
+model = tf.saved_model.load(sys.argv[1])
+texts = json.loads(sys.stdin.read())
+out = {k: v.numpy().tolist() for k, v in model.signatures["serving_default"](text=tf.constant(texts)).items()}
+tokens = model.signatures["serve_tokens"](tokens=tf.constant([["EU", "rejects", "German"], ["Peter", "", ""]]),
+                                          lengths=tf.constant([3, 1], tf.int32))
+out["tokens_word_count"] = tokens["word_count"].numpy().tolist()
+out["tokens_word_tags"] = tokens["word_tags"].numpy().tolist()
+print(json.dumps(out, default=lambda b: b.decode()))
+"""
+
+
+@needs_conll
+def test_shrunk_end_to_end_on_real_conll_rows(tmp_path):
+    from tfsft.export import export, predict
+    from tfsft.training import evaluate, train
+
+    data = tmp_path / "data"
+    data.mkdir()
+    words = set()
+    for name, count in (("train.txt", 48), ("valid.txt", 16), ("test.txt", 16)):
+        rows = read_conll(CONLL / name, max_examples=count)
+        words |= {w.lower() for s in rows.tokens for w in s}
+        (data / name).write_text("\n\n".join("\n".join(f"{w} {t}" for w, t in zip(s, g))
+                                             for s, g in zip(rows.tokens, rows.tags)) + "\n", encoding="utf-8")
+    vocabulary = write_vocabulary(tmp_path / "vocab.txt", sorted(words)[:150])  # the rest split into characters
+    config = config_from_mapping({
+        "name": "ner_tiny", "run_dir": str(tmp_path / "run"),
+        "model": {"backbone": "random", "vocabulary": str(vocabulary), "num_layers": 1, "num_heads": 2,
+                  "hidden_dim": 16, "intermediate_dim": 32, "sequence_length": 24},  # long sentences → windows
+        "task": {"name": "token_classification", "stride": 8},
+        "data": {"files": {k: str(data / f) for k, f in
+                           (("train", "train.txt"), ("validation", "valid.txt"), ("test", "test.txt"))}},
+        "train": {"max_steps": 4, "batch_size": 8, "eval_every_steps": 2, "verbose": 0, "learning_rate": 1e-3},
+    })
+    result = train(config, log=lambda _: None)
+    for key in ("precision", "recall", "f1", "strict_f1", "token_accuracy"):
+        assert 0.0 <= result.metrics[key] <= 1.0
+    assert set(result.metrics["per_type"]) <= {"LOC", "MISC", "ORG", "PER"}
+    assert json.loads((result.run_dir / "metrics.json").read_text())["words"] == result.metrics["words"]
+    history = (result.run_dir / "logs" / "history.csv").read_text().splitlines()[0]
+    assert "val_entity_f1" in history and "val_accuracy" in history
+
+    test_metrics = evaluate(result.run_dir, "test", log=lambda _: None)
+    assert test_metrics["examples"] == 16
+    assert (result.run_dir / "eval_test" / "entity_report.txt").read_text().splitlines()[0].split()[0] == "type"
+
+    saved = export(result.run_dir, log=lambda _: None)  # verifies serving_default in a fresh process
+    texts = ["EU rejects German call to boycott British lamb.", "Peter Blackburn went to Zürich.", "",
+             " ".join(["The European Commission said on Thursday it disagreed with German advice."] * 6)]
+    run = subprocess.run([sys.executable, "-c", _SPANS_SCRIPT, str(saved)], input=json.dumps(texts),
+                         capture_output=True, text=True, timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert run.returncode == 0, run.stderr[-2000:]
+    out = json.loads(run.stdout.strip().splitlines()[-1])
+    assert out["word_count"] == [9, 6, 0, 12 * 6]  # the long text (> 24 subwords) is tagged in full
+    assert sum(out["entity_count"]) > 0  # a random model still predicts some chunks
+    for b, text in enumerate(texts):
+        for i in range(out["word_count"][b]):
+            assert text[out["word_starts"][b][i]:out["word_ends"][b][i]] == out["word_texts"][b][i]
+            assert out["word_tags"][b][i] in LABELS
+        for e in range(out["entity_count"][b]):
+            assert text[out["entity_starts"][b][e]:out["entity_ends"][b][e]] == out["entity_texts"][b][e]
+            assert out["entity_types"][b][e] in ("LOC", "MISC", "ORG", "PER")
+    assert out["tokens_word_count"] == [3, 1] and out["tokens_word_tags"][1][1:] == ["", ""]
+
+    (row,) = predict(saved, [texts[0]])  # what `tfsft predict` prints, padding cut by the counts
+    assert len(row["word_tags"]) == 9 and len(row["entity_texts"]) == row["entity_count"]

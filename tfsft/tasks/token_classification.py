@@ -1,0 +1,293 @@
+"""Token classification (named-entity recognition) from tagged words.
+
+Data: CoNLL / JSON lines / TFDS sentences with one tag per word, converted to
+IOB2 (`tfsft.data.conll`). Alignment: each word is split into WordPiece
+subwords; its label sits on the first subword and the other subwords get
+`sample_weight` 0 (or, with `label_all_subwords`, the continuation label I-X);
+long sentences become overlapping windows (`tfsft.tasks.ner_windows`).
+
+Model: backbone → sequence_output (B, L, D) → dropout → Dense(C) per subword,
+C = number of IOB2 labels. Loss: cross-entropy averaged over the labelled
+positions, Σ w·CE / Σ w (targets in the datasets are label id + 1, 0 where
+unlabelled, so metrics see the mask too). Validation: token accuracy and entity F1 (in-graph,
+the checkpoint monitor). Evaluation: entity-level precision, recall and F1
+(overall and per type, CoNLL scoring by seqeval) plus word accuracy.
+Serving: raw sentences → words, tags and entity spans (`ner_serving`).
+
+Example config::
+
+    task: {name: token_classification, label_all_subwords: false}
+    data: {files: {train: conll2003/train.txt, validation: conll2003/valid.txt}}
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Optional
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfsft.config import register_task_options
+from tfsft.data.conll import TokenExamples, read_token_split, split_tag
+from tfsft.data.pipeline import AUTOTUNE, TOKENIZE_BATCH, EncodedSplit
+from tfsft.data.readers import DataError
+from tfsft.models.backbones import sequence_output
+from tfsft.tasks.ner_decoding import EntityF1, TagAccuracy, TagCrossentropy
+from tfsft.tasks.ner_serving import TokenClassificationServingModule, tag_probabilities
+from tfsft.tasks.ner_windows import WordWindowEncoder
+
+
+@register_task_options("token_classification")
+@dataclass
+class TokenClassificationOptions:
+    """Options of `task: {name: token_classification}`.
+
+    Attributes:
+        labels: the IOB2 tags in class-id order ("O", "B-PER", "I-PER", ...);
+            inferred from the training split when omitted ("O", then B-/I- of
+            each type, types sorted).
+        scheme: the data's tag scheme: "auto" (IOB1, IOB2 and BIOES prefixes all
+            accepted), or "iob1" / "iob2" / "bioes" to also check the tags follow it.
+        label_all_subwords: train on every subword (continuations of B-X get
+            I-X) instead of only on each word's first subword.
+        stride: subwords between the starts of overlapping windows of a
+            sentence longer than `model.sequence_length - 2` (default: half).
+        dropout: dropout rate before the per-token Dense layer.
+    """
+
+    name: str = "token_classification"
+    labels: Optional[list[str]] = None
+    scheme: Literal["auto", "iob1", "iob2", "bioes"] = "auto"
+    label_all_subwords: bool = False
+    stride: Optional[int] = None
+    dropout: float = 0.1
+
+    def validate(self):
+        errors = []
+        if not 0.0 <= self.dropout < 1.0:
+            errors.append(("dropout", f"must be in [0, 1). Received: {self.dropout}"))
+        if self.stride is not None and self.stride <= 0:
+            errors.append(("stride", f"must be > 0 or null. Received: {self.stride}"))
+        if self.labels is not None:
+            errors.extend(("labels", message) for message in label_problems(self.labels))
+        return errors
+
+
+def label_problems(labels: list[str]) -> list[str]:
+    """What is wrong with an IOB2 label list (empty when nothing)."""
+    problems = []
+    if len(set(labels)) != len(labels):
+        problems.append(f"must be unique. Received: {labels}")
+    if "O" not in labels:
+        problems.append(f"must include 'O'. Received: {labels}")
+    for label in labels:
+        try:
+            prefix, kind = split_tag(label)
+        except ValueError:
+            prefix, kind = "?", ""
+        if prefix not in ("O", "B", "I"):
+            problems.append(f"{label!r} is not an IOB2 tag; expected O, B-<TYPE> or I-<TYPE>")
+        elif prefix != "O" and {f"B-{kind}", f"I-{kind}"} - set(labels):
+            problems.append(f"{label!r}: give both B-{kind} and I-{kind}")
+    return problems
+
+
+def infer_labels(tag_lists: list[list[str]], declared: Optional[list[str]] = None) -> list[str]:
+    """`O`, then `B-X`, `I-X` for each entity type X (sorted) seen or declared."""
+    kinds = {split_tag(tag)[1] for tags in tag_lists for tag in tags if tag != "O"}
+    kinds |= {split_tag(tag)[1] for tag in (declared or []) if tag != "O" and tag[:2] in ("B-", "I-")}
+    return ["O"] + [f"{p}-{kind}" for kind in sorted(kinds) for p in "BI"]
+
+
+class TokenClassificationTask:
+    """Builds, trains, evaluates and serves a named-entity tagger."""
+
+    problem = "token_classification"
+    default_monitor = "val_entity_f1"
+
+    def __init__(self, options: TokenClassificationOptions, data_config):
+        self.options = options
+        self.data = data_config
+        self.labels: Optional[list[str]] = list(options.labels) if options.labels else None
+
+    # --- labels -----------------------------------------------------------
+    def fit_labels(self, train: TokenExamples) -> None:
+        """Fixes the tag vocabulary: from config, else from the training tags."""
+        if self.labels is None:
+            self.labels = infer_labels(train.tags, train.label_names)
+        if len(self.labels) < 3:
+            raise DataError(f"{train.source}: no entity tags found (only {self.labels}); NER needs B-/I- tags")
+        self.targets(train)
+
+    def targets(self, examples: TokenExamples) -> list[np.ndarray]:
+        """Label ids per sentence; a tag outside the label set names its file and line."""
+        index = {label: i for i, label in enumerate(self.labels)}
+        out = []
+        for i, tags in enumerate(examples.tags):
+            try:
+                out.append(np.array([index[tag] for tag in tags], np.int32))
+            except KeyError:
+                j = next(j for j, tag in enumerate(tags) if tag not in index)
+                raise DataError(f"{examples.where(i, j)}: tag {tags[j]!r} is not in the label set {self.labels} "
+                                "(labels come from the training split or task.labels)") from None
+        return out
+
+    def continuation_ids(self) -> list[int]:
+        """For each label id, the id a non-first subword gets: B-X → I-X, others unchanged."""
+        index = {label: i for i, label in enumerate(self.labels)}
+        return [index["I-" + label[2:]] if label.startswith("B-") else i for i, label in enumerate(self.labels)]
+
+    def state(self) -> dict:
+        return {"labels": self.labels}
+
+    def load_state(self, state: dict) -> None:
+        self.labels = state["labels"]
+
+    # --- data -------------------------------------------------------------
+    def read(self, split: str) -> TokenExamples:
+        return read_token_split(self.data, split, self.options.scheme)
+
+    def make_encoder(self, tokenizer, sequence_length: int) -> WordWindowEncoder:
+        return WordWindowEncoder(tokenizer, sequence_length, self.options.stride)
+
+    def encode(self, examples: TokenExamples, encoder: WordWindowEncoder, training: bool) -> EncodedSplit:
+        """Windows with per-subword targets and weights, tokenized in-graph and cached.
+
+        Targets are label id + 1 and 0 where a position has no label, because
+        Keras gives compiled metrics no sample weights (see `TagAccuracy`).
+
+        Weights: training → 1 on each word's first subword (every subword with
+        `label_all_subwords`) in every window; evaluation → 1 on each word's
+        first subword in the window that owns it, so each word counts once.
+        """
+        ids = self.targets(examples)
+        lengths = [len(t) for t in examples.tokens]
+        words = tf.RaggedTensor.from_row_lengths(tf.constant([w for s in examples.tokens for w in s]), lengths)
+        labels = tf.RaggedTensor.from_row_lengths(tf.constant(np.concatenate(ids)), lengths)
+        continuation = tf.constant(self.continuation_ids(), tf.int32)
+        all_subwords = training and self.options.label_all_subwords
+
+        def windows(words, labels):
+            encoded = encoder(words)
+            word = encoded["token_word"]  # (NW, L), -1 off words
+            label = tf.gather(labels.flat_values, tf.maximum(word, 0))
+            first = encoded["token_first"]
+            if all_subwords:
+                weight = word >= 0
+                label = tf.where(first, label, tf.gather(continuation, label))
+            else:
+                weight = first if training else first & encoded["token_owner"]
+            features = {k: encoded[k] for k in ("token_ids", "segment_ids", "padding_mask")}
+            return features, tf.where(weight, label + 1, 0), tf.cast(weight, tf.float32)
+
+        dataset = tf.data.Dataset.from_tensor_slices((words, labels)).ragged_batch(TOKENIZE_BATCH)
+        tokenized = dataset.map(windows, num_parallel_calls=AUTOTUNE).cache()
+        count = tokens = 0
+        for features, _, _ in tokenized:
+            count += int(tf.shape(features["token_ids"])[0])
+            tokens += int(tf.reduce_sum(features["padding_mask"]))
+
+        def trim(features, label, weight):  # one padded window → its real length
+            length = tf.reduce_sum(features["padding_mask"])
+            return {k: v[:length] for k, v in features.items()}, label[:length], weight[:length]
+
+        examples_ds = tokenized.unbatch().map(trim)
+        return EncodedSplit(examples_ds, count, 0, tokens / max(count, 1))
+
+    # --- model ------------------------------------------------------------
+    def build_model(self, backbone) -> keras.Model:
+        inputs = {name: keras.Input(shape=(None,), dtype="int32", name=name) for name in backbone.input}
+        sequence = sequence_output(backbone(inputs))  # (B, L, D)
+        sequence = keras.layers.Dropout(self.options.dropout, name="head_dropout")(sequence)
+        logits = keras.layers.Dense(len(self.labels), dtype="float32", name="tag_logits")(sequence)  # (B, L, C)
+        return keras.Model(inputs, logits, name="token_classifier")
+
+    def loss(self):
+        return TagCrossentropy()
+
+    def metrics(self):
+        return [TagAccuracy(name="accuracy"), EntityF1(self.labels)]
+
+    # --- evaluation ---------------------------------------------------------
+    def predict_tags(self, model, encoder: WordWindowEncoder, sentences: list[list[str]],
+                     batch_size: int) -> list[list[str]]:
+        """IOB2 tags for tokenized sentences, exactly as the SavedModel computes them."""
+        names = list(model.input)
+
+        @tf.function(input_signature=[tf.RaggedTensorSpec([None, None], tf.string, ragged_rank=1)])
+        def tag(words):
+            return tf.argmax(tag_probabilities(model, encoder, words, names), axis=-1, output_type=tf.int32)
+
+        order = sorted(range(len(sentences)), key=lambda i: len(sentences[i]))  # similar lengths per batch
+        predictions: list = [None] * len(sentences)
+        for start in range(0, len(order), batch_size):
+            batch = [sentences[i] for i in order[start:start + batch_size]]
+            words = tf.RaggedTensor.from_row_lengths(tf.constant([w for s in batch for w in s], tf.string),
+                                                     [len(s) for s in batch])
+            flat = tag(words).numpy()
+            offset = 0
+            for i, sentence in zip(order[start:start + batch_size], batch):
+                predictions[i] = [self.labels[k] for k in flat[offset:offset + len(sentence)]]
+                offset += len(sentence)
+        return predictions
+
+    def evaluate(self, model, examples: TokenExamples, split: EncodedSplit, encoder: WordWindowEncoder,
+                 batch_size: int, out_dir: Path, verbose: int = 0) -> dict:
+        """Entity precision/recall/F1 (overall, per type), strict-IOB2 F1 and word accuracy.
+
+        Prints the per-type table and writes it to `out_dir/entity_report.txt`.
+        """
+        from seqeval import metrics as sm
+        from seqeval.scheme import IOB2
+
+        self.targets(examples)  # every gold tag must be in the label set
+        predicted = self.predict_tags(model, encoder, examples.tokens, batch_size)
+        gold = examples.tags
+        report = sm.classification_report(gold, predicted, output_dict=True, zero_division=0)
+        per_type = {kind: {"precision": float(r["precision"]), "recall": float(r["recall"]),
+                           "f1": float(r["f1-score"]), "support": int(r["support"])}
+                    for kind, r in report.items() if not kind.endswith(" avg")}
+        metrics = {
+            "examples": len(examples),
+            "words": int(sum(len(t) for t in gold)),
+            "precision": float(sm.precision_score(gold, predicted, zero_division=0)),
+            "recall": float(sm.recall_score(gold, predicted, zero_division=0)),
+            "f1": float(sm.f1_score(gold, predicted, zero_division=0)),
+            "strict_f1": float(sm.f1_score(gold, predicted, mode="strict", scheme=IOB2, zero_division=0)),
+            "token_accuracy": float(sm.accuracy_score(gold, predicted)),
+            "per_type": per_type,
+        }
+        table = format_entity_table(metrics)
+        print(table)
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "entity_report.txt").write_text(table + "\n", encoding="utf-8")
+        return metrics
+
+    # --- serving ------------------------------------------------------------
+    def serving_module(self, model, encoder: WordWindowEncoder) -> TokenClassificationServingModule:
+        return TokenClassificationServingModule(model, encoder, self.labels)
+
+    def sample_inputs(self) -> dict[str, list[str]]:
+        """Sentences for the export check: entities, non-ASCII text, nothing, and one longer than any window."""
+        return {"text": [
+            "EU rejects German call to boycott British lamb.",
+            "Peter Blackburn flew from Zürich to New York on Thursday.",
+            "",
+            " ".join(["The European Commission met in Brussels, said Peter Blackburn."] * 60),
+        ]}
+
+
+def format_entity_table(metrics: dict) -> str:
+    """Per-type precision / recall / F1 / support, then the overall (micro) row."""
+    lines = [f"{'type':<10} {'precision':>9} {'recall':>9} {'f1':>9} {'support':>8}"]
+    for kind, r in sorted(metrics["per_type"].items()):
+        lines.append(f"{kind:<10} {r['precision']:>9.4f} {r['recall']:>9.4f} {r['f1']:>9.4f} {r['support']:>8}")
+    support = sum(r["support"] for r in metrics["per_type"].values())
+    lines.append(f"{'overall':<10} {metrics['precision']:>9.4f} {metrics['recall']:>9.4f} {metrics['f1']:>9.4f} "
+                 f"{support:>8}")
+    lines.append(f"word accuracy {metrics['token_accuracy']:.4f}; strict IOB2 F1 {metrics['strict_f1']:.4f}")
+    return "\n".join(lines)
