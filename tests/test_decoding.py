@@ -1,5 +1,7 @@
 """Greedy and beam search: hand-made distributions and a fixed random tiny Transformer."""
 
+import itertools
+
 import keras
 import numpy as np
 import pytest
@@ -36,7 +38,7 @@ TABLE = [
 
 def test_beam_search_finds_the_better_sequence_that_greedy_misses():
     state = {"dummy": tf.zeros([1, 1])}
-    ids = dict(start_id=START, end_id=END, pad_id=PAD, max_length=5)
+    ids = {"start_id": START, "end_id": END, "pad_id": PAD, "max_length": 5}
     tokens, score, length = greedy_search(table_step(TABLE), state, 1, **ids)
     assert tokens.numpy()[0].tolist()[:2] == [3, 1]  # "a" end: p = 0.6 · 0.5 = 0.30
     np.testing.assert_allclose(score.numpy(), [np.log(0.30)], rtol=1e-5)
@@ -78,7 +80,7 @@ def search(model, beam_size, alpha=0.0):
     @tf.function
     def run():
         state, step = decoding_inputs(model, token_ids, mask, 12)
-        ids = dict(start_id=START, end_id=END, pad_id=PAD, max_length=12)
+        ids = {"start_id": START, "end_id": END, "pad_id": PAD, "max_length": 12}
         if beam_size == 0:
             return greedy_search(step, state, 4, **ids)
         return beam_search(step, state, 4, beam_size=beam_size, length_penalty_alpha=alpha, **ids)
@@ -113,6 +115,6 @@ def test_scores_are_the_model_log_probabilities(tiny_translator):
 def test_larger_beams_never_score_worse_on_a_fixed_model(tiny_translator):
     """Not a theorem for beam search in general; checked on this fixed random model (α = 0)."""
     scores = [search(tiny_translator, k)[1] for k in (1, 2, 4, 8)]
-    for smaller, larger in zip(scores, scores[1:]):
+    for smaller, larger in itertools.pairwise(scores):
         assert np.all(larger >= smaller - 1e-5), (smaller, larger)
     assert np.any(scores[-1] > scores[0] + 1e-5)  # the wider beams did find better sequences

@@ -168,5 +168,5 @@ def beam_search(step_fn, state, batch_size, *, start_id: int, end_id: int, pad_i
     normalized = score / length_penalty(length, length_penalty_alpha)  # (B, K)
     best = tf.argmax(normalized, axis=1, output_type=tf.int32)  # (B,)
     best_rows = tf.range(batch_size) * K + best
-    pick = lambda x: tf.gather(x, best, batch_dims=1)  # noqa: E731
-    return tf.gather(tokens, best_rows)[:, 1:t + 1], pick(score), pick(normalized), pick(length)
+    score, normalized, length = (tf.gather(x, best, batch_dims=1) for x in (score, normalized, length))
+    return tf.gather(tokens, best_rows)[:, 1:t + 1], score, normalized, length

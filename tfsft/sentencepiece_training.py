@@ -17,7 +17,8 @@ Example:
 from __future__ import annotations
 
 import io
-from typing import Iterable, Literal
+from collections.abc import Iterable
+from typing import Literal
 
 import sentencepiece as spm
 

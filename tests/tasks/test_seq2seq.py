@@ -14,8 +14,13 @@ from tfsft.config import ModelConfig, config_from_mapping, load_config
 from tfsft.decoding import greedy_search
 from tfsft.models.backbones import load_seq2seq_backbone
 from tfsft.sentencepiece_training import train_sentencepiece
-from tfsft.tasks.seq2seq import (SequenceCrossentropy, TokenAccuracy, TranslationEncoder, TranslationTask,
-                                 decoding_inputs)
+from tfsft.tasks.seq2seq import (
+    SequenceCrossentropy,
+    TokenAccuracy,
+    TranslationEncoder,
+    TranslationTask,
+    decoding_inputs,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 DATA_DIR = Path(os.environ.get("TFSFT_DATA_DIR", REPO.parent / "shared" / "data"))

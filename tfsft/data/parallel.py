@@ -23,9 +23,17 @@ Example:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
-from tfsft.data.readers import FORMATS, DataError, TextExamples, _Collector, decoded_lines, read_jsonl, read_table, read_tfds
+from tfsft.data.readers import (
+    FORMATS,
+    DataError,
+    TextExamples,
+    _Collector,
+    decoded_lines,
+    read_jsonl,
+    read_table,
+    read_tfds,
+)
 
 
 def read_parallel_text(
@@ -33,7 +41,7 @@ def read_parallel_text(
     target_path: str | Path,
     *,
     skip_empty: bool = False,
-    max_examples: Optional[int] = None,
+    max_examples: int | None = None,
 ) -> TextExamples:
     """Reads two line-aligned files: line i of the target translates line i of the source.
 
@@ -78,8 +86,8 @@ def language_codes(data) -> tuple[str, str]:
 def read_translation_split(data, split: str) -> TextExamples:
     """Reads split `split` ("train", "validation", "test") of a translation `DataConfig`."""
     source, target = language_codes(data)
-    common = dict(text_column=source, text_pair_column=target, label_column=None,
-                  skip_empty=data.skip_empty, max_examples=data.max_examples)
+    common = {"text_column": source, "text_pair_column": target, "label_column": None,
+                  "skip_empty": data.skip_empty, "max_examples": data.max_examples}
     if data.use_files():
         if split not in data.files:
             raise DataError(f"no data.files.{split} in the config; it has {', '.join(data.files) or 'none'}")

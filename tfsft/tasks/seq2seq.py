@@ -20,7 +20,7 @@ import csv
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal
 
 import keras
 import keras_hub
@@ -32,7 +32,7 @@ from tfsft.data.parallel import read_translation_split
 from tfsft.data.pipeline import TOKENIZE_BATCH, EncodedSplit
 from tfsft.data.readers import TextExamples
 from tfsft.decoding import beam_search, greedy_search
-from tfsft.layers import TransformerSeq2SeqBackbone  # registered for loading saved translators
+from tfsft.layers import TransformerSeq2SeqBackbone
 from tfsft.models.backbones import load_seq2seq_backbone
 from tfsft.sentencepiece_training import START, train_sentencepiece
 
@@ -280,8 +280,8 @@ class TranslationServingModule(tf.Module):
         max_length = self.options.max_decode_length
         state, step = decoding_inputs(self.model, features["encoder_token_ids"], features["encoder_padding_mask"],
                                       max_length)
-        ids = dict(start_id=self.encoder.start_id, end_id=self.encoder.end_id, pad_id=self.encoder.pad_id,
-                   max_length=max_length)
+        ids = {"start_id": self.encoder.start_id, "end_id": self.encoder.end_id, "pad_id": self.encoder.pad_id,
+                   "max_length": max_length}
         batch = tf.shape(text)[0]
         if self.options.beam_size == 1:
             tokens, score, length = greedy_search(step, state, batch, **ids)
