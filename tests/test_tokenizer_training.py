@@ -7,10 +7,14 @@ import keras_hub
 import numpy as np
 import pytest
 
-from tfsft.tokenizer_training import END_OF_TEXT, WORDPIECE_RESERVED, train_byte_level_bpe, train_wordpiece
+from tfsft.tokenizer_training import (
+    END_OF_TEXT,
+    WORDPIECE_RESERVED,
+    train_byte_level_bpe,
+    train_wordpiece,
+)
 
-WORDS = ("the a film movie story actor plot scene funny dull charming long short great bad music "
-         "director camera light dark night day city river dog cat runs walks plays sings").split()
+WORDS = ["the", "a", "film", "movie", "story", "actor", "plot", "scene", "funny", "dull", "charming", "long", "short", "great", "bad", "music", "director", "camera", "light", "dark", "night", "day", "city", "river", "dog", "cat", "runs", "walks", "plays", "sings"]
 
 
 def corpus(n=400, seed=0):
@@ -56,11 +60,12 @@ def test_byte_level_bpe_loads_in_keras_hub_and_round_trips_exactly(tmp_path):
     table = json.loads(vocab.read_text(encoding="utf-8"))
     merge_lines = merges.read_text(encoding="utf-8").splitlines()
     assert size == len(table) and 300 < size <= 400
-    assert table[END_OF_TEXT] == 0
+    assert table[END_OF_TEXT] == size - 1 and sorted(table.values()) == list(range(size))
     assert len(merge_lines) == size - 257  # 256 bytes + <|endoftext|>
     assert all(len(line.split(" ")) == 2 for line in merge_lines)  # no "#version" header
     tokenizer = keras_hub.models.GPT2Tokenizer(vocabulary=str(vocab), merges=str(merges))
-    assert tokenizer.end_token_id == 0
+    assert tokenizer.end_token_id == size - 1
+    assert tokenizer.pad_token_id != tokenizer.end_token_id  # else KerasHub's samplers stop at once
     unseen = ["  Ünïcode — ☃ and\ttabs\nnew lines  ", "The dog walks.\n\nThe cat sings!", "x" * 50]
     for text in texts[:20] + unseen:
         ids = tokenizer(text)

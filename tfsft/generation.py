@@ -17,7 +17,7 @@ at `<|endoftext|>` unless `stop_at_end=False`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal
 
 import keras_hub
 
@@ -34,7 +34,7 @@ def preset_folder(path: str | Path) -> Path:
                             "give a `tfsft pretrain` run directory or its preset/ folder")
 
 
-def make_sampler(sampler: Sampler = "greedy", k: int = 10, p: float = 0.9, seed: Optional[int] = None):
+def make_sampler(sampler: Sampler = "greedy", k: int = 10, p: float = 0.9, seed: int | None = None):
     """The KerasHub sampler named `sampler` (k for top_k, p for top_p)."""
     if sampler == "greedy":
         return keras_hub.samplers.GreedySampler()
@@ -54,7 +54,8 @@ def load_causal_lm(path: str | Path, max_length: int):
     folder = str(preset_folder(path))
     backbone = keras_hub.models.Backbone.from_preset(folder)
     if not isinstance(backbone, keras_hub.models.GPT2Backbone):
-        raise ValueError(f"{folder}: generation needs a GPT-2 (causal LM) preset. Received: {type(backbone).__name__}")
+        raise ValueError(  # noqa: TRY004 (a wrong preset; the CLI reports ValueErrors)
+            f"{folder}: generation needs a GPT-2 (causal LM) preset. Received: {type(backbone).__name__}")
     if not 1 < max_length <= backbone.max_sequence_length:
         raise ValueError(f"--max-length must be in [2, {backbone.max_sequence_length}] (the model's "
                          f"max_sequence_length). Received: max_length={max_length}")
@@ -64,7 +65,7 @@ def load_causal_lm(path: str | Path, max_length: int):
 
 
 def generate(path: str | Path, prompts: list[str], *, sampler: Sampler = "greedy", max_length: int = 64,
-             k: int = 10, p: float = 0.9, seed: Optional[int] = None, stop_at_end: bool = True) -> list[str]:
+             k: int = 10, p: float = 0.9, seed: int | None = None, stop_at_end: bool = True) -> list[str]:
     """Continues each prompt; returns prompt + continuation per prompt.
 
     Example:

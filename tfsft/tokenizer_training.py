@@ -12,14 +12,16 @@
   (one `left right` pair a line, no header), the format
   `keras_hub.models.GPT2Tokenizer(vocabulary=..., merges=...)` loads. All 256
   bytes are in the alphabet, so any text round-trips exactly. `<|endoftext|>`
-  is id 0 (GPT-2's end/pad token).
+  takes the last id, as in GPT-2: KerasHub's `GPT2Tokenizer` pads with id 0,
+  and its samplers stop when a padded position holds the end token, so the two
+  must differ or generation would stop before it starts.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 WORDPIECE_RESERVED = ["[PAD]", "[CLS]", "[SEP]", "[UNK]", "[MASK]"]
 END_OF_TEXT = "<|endoftext|>"
@@ -66,7 +68,7 @@ def train_byte_level_bpe(texts: Sequence[str], vocabulary_size: int, vocabulary_
     Args:
         texts: the training documents.
         vocabulary_size: the size including the 256 byte tokens and
-            `<|endoftext|>`; the number of merges is `vocabulary_size - 257`
+            `<|endoftext|>` (the last id); the number of merges is `vocabulary_size - 257`
             (fewer when the corpus runs out of pairs).
         vocabulary_path: where the token → id JSON is written.
         merges_path: where the merges are written, highest priority first.
@@ -94,9 +96,12 @@ def train_byte_level_bpe(texts: Sequence[str], vocabulary_size: int, vocabulary_
     )
     tokenizer.train_from_iterator(texts, trainer)
     model = json.loads(tokenizer.to_str())["model"]
+    ordered = sorted((i, t) for t, i in model["vocab"].items() if t != END_OF_TEXT)  # ids 1.. (0 was <|endoftext|>)
+    vocabulary = {token: new_id for new_id, (_, token) in enumerate(ordered)}
+    vocabulary[END_OF_TEXT] = len(vocabulary)
     merges = [pair if isinstance(pair, str) else " ".join(pair) for pair in model["merges"]]
     for path in (vocabulary_path, merges_path):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(vocabulary_path).write_text(json.dumps(model["vocab"], ensure_ascii=False), encoding="utf-8")
+    Path(vocabulary_path).write_text(json.dumps(vocabulary, ensure_ascii=False), encoding="utf-8")
     Path(merges_path).write_text("".join(m + "\n" for m in merges), encoding="utf-8")
-    return len(model["vocab"])
+    return len(vocabulary)

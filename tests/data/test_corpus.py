@@ -3,7 +3,13 @@
 import pytest
 
 from tfsft.config import DataConfig
-from tfsft.data.corpus import read_corpus, read_corpus_file, read_text_file, read_tfds_corpus, split_slice
+from tfsft.data.corpus import (
+    read_corpus,
+    read_corpus_file,
+    read_text_file,
+    read_tfds_corpus,
+    split_slice,
+)
 from tfsft.data.readers import DataError
 
 TEXT = "First line.\n\nSecond paragraph, line one.\nline two.\n\n\nThird.\n"
@@ -97,6 +103,5 @@ def test_tfds_text_dataset_by_name():
     assert len(corpus) == 6
     assert all(isinstance(t, str) and t.strip() for t in corpus.texts)
     assert corpus.where(1) == "tfds:imdb_reviews[train]:2"
-    with tfds.testing.mock_data(num_examples=2):
-        with pytest.raises(DataError, match="no feature 'body'"):
-            read_tfds_corpus("imdb_reviews", "train", text_column="body")
+    with tfds.testing.mock_data(num_examples=2), pytest.raises(DataError, match="no feature 'body'"):
+        read_tfds_corpus("imdb_reviews", "train", text_column="body")

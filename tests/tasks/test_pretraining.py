@@ -2,6 +2,7 @@
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import keras
 import keras_hub
@@ -14,8 +15,6 @@ from tfsft.data.corpus import Corpus
 from tfsft.generation import generate, load_causal_lm
 from tfsft.tasks.pretraining import (
     CausalLMEncoder,
-    CausalLMOptions,
-    CausalLMTask,
     MaskedLMOptions,
     MaskedLMTask,
     pretrain,
@@ -24,8 +23,7 @@ from tfsft.training import train
 
 VOCAB = ["[PAD]", "[CLS]", "[SEP]", "[UNK]", "[MASK]"] + [f"w{i}" for i in range(995)]
 PAD, CLS, SEP, MASK = 0, 1, 2, 4
-WORDS = ("the a film movie story actor plot scene funny dull charming long short great bad music "
-         "director camera light dark night day city river dog cat runs walks plays sings").split()
+WORDS = ["the", "a", "film", "movie", "story", "actor", "plot", "scene", "funny", "dull", "charming", "long", "short", "great", "bad", "music", "director", "camera", "light", "dark", "night", "day", "city", "river", "dog", "cat", "runs", "walks", "plays", "sings"]
 
 
 def sentences(n, seed=0):
@@ -89,8 +87,7 @@ def test_documents_become_cls_piece_sep_without_truncation_and_validation_masks_
 
 
 def test_packed_blocks_cover_the_stream_without_loss():
-    encoder = CausalLMEncoder.__new__(CausalLMEncoder)
-    encoder.sequence_length = 8
+    encoder = CausalLMEncoder(SimpleNamespace(end_token_id=0, pad_token_id=0), sequence_length=8)
     for n in (9, 17, 50, 81):
         stream = np.arange(100, 100 + n)
         blocks, leftover = encoder.pack(stream)
@@ -207,6 +204,8 @@ def test_greedy_generation_is_deterministic_and_respects_max_length(gpt2_run):
     for prompt, text in zip(prompts, first):
         assert text.startswith(prompt)
         assert len(tokenizer(text)) + 1 == 16  # + the start token; stops exactly at max_length
+    stopped = generate(gpt2_run.run_dir, prompts, sampler="greedy", max_length=16)  # stops at <|endoftext|>
+    assert all(full.startswith(text) for full, text in zip(first, stopped))
     sampled = generate(gpt2_run.run_dir, prompts, sampler="top_k", k=5, seed=3, max_length=12)
     assert all(len(tokenizer(t)) + 1 <= 12 for t in sampled)
     with pytest.raises(ValueError, match="max-length must be in"):

@@ -24,9 +24,16 @@ import bisect
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal
 
-from tfsft.data.readers import FORMATS, DataError, decoded_lines, read_jsonl, read_table, read_tfds
+from tfsft.data.readers import (
+    FORMATS,
+    DataError,
+    decoded_lines,
+    read_jsonl,
+    read_table,
+    read_tfds,
+)
 
 Documents = Literal["lines", "paragraphs"]
 _SLICE = re.compile(r"^(?P<path>.*)\[(?P<start>-?\d*%?):(?P<stop>-?\d*%?)\]$")
@@ -61,7 +68,7 @@ class Corpus:
         part = bisect.bisect_right([start for _, start in self.parts], index) - 1
         return f"{self.parts[part][0]}:{self.lines[index]}"
 
-    def __add__(self, other: "Corpus") -> "Corpus":
+    def __add__(self, other: Corpus) -> Corpus:
         offset = len(self.texts)
         return Corpus(
             self.texts + other.texts,
@@ -70,7 +77,7 @@ class Corpus:
         )
 
 
-def split_slice(spec: str) -> tuple[str, Optional[slice], str]:
+def split_slice(spec: str) -> tuple[str, slice | None, str]:
     """Splits `"path[a:b]"` into `(path, slice or None, the slice text)`.
 
     Bounds are document counts (`[:1000]`, `[-500:]`) or percentages of the
@@ -83,7 +90,7 @@ def split_slice(spec: str) -> tuple[str, Optional[slice], str]:
     return match["path"], slice(*(b or None for b in bounds)), f"[{bounds[0]}:{bounds[1]}]"
 
 
-def _bound(value: Optional[str], total: int) -> Optional[int]:
+def _bound(value: str | None, total: int) -> int | None:
     if value is None:
         return None
     if value.endswith("%"):
@@ -144,7 +151,7 @@ def read_text_file(path: str | Path, documents: Documents = "lines") -> Corpus:
 
 
 def read_corpus_file(spec: str | Path, documents: Documents = "lines", text_column: str = "text",
-                     format: Optional[str] = None) -> Corpus:
+                     format: str | None = None) -> Corpus:
     """Reads one corpus file: plain text, or the `text_column` of a table.
 
     `spec` may end with a slice over the documents (`input.txt[:95%]`).
@@ -166,7 +173,7 @@ def read_corpus_file(spec: str | Path, documents: Documents = "lines", text_colu
     return _apply_slice(corpus, where, where_text) if where else corpus
 
 
-def read_tfds_corpus(name: str, split: str, text_column: str = "text", data_dir: Optional[str] = None) -> Corpus:
+def read_tfds_corpus(name: str, split: str, text_column: str = "text", data_dir: str | None = None) -> Corpus:
     """The `text_column` feature of each record of a TFDS split (slices like `train[:5%]` work)."""
     rows = read_tfds(name, split, data_dir=data_dir, text_column=text_column, label_column=None)
     return Corpus(rows.texts, rows.lines, [(rows.source, 0)])

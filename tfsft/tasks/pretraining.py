@@ -29,9 +29,10 @@ from __future__ import annotations
 import json
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Literal
 
 import keras
 import keras_hub
@@ -88,8 +89,8 @@ class MaskedLMOptions:
         _check_rate(errors, "mask_token_rate", self.mask_token_rate)
         _check_rate(errors, "random_token_rate", self.random_token_rate)
         if self.mask_token_rate + self.random_token_rate > 1.0:
-            errors.append(("random_token_rate", "mask_token_rate + random_token_rate must be <= 1. "
-                           f"Received: {self.mask_token_rate} + {self.random_token_rate}"))
+            errors.append(("random_token_rate", ("mask_token_rate + random_token_rate must be <= 1. "
+                           f"Received: {self.mask_token_rate} + {self.random_token_rate}")))
         return errors
 
 
@@ -295,8 +296,9 @@ class MaskedLMTask(_PretrainingTask):
 
     def build_model(self, backbone) -> keras.Model:
         if not isinstance(backbone, keras_hub.models.BertBackbone):
-            raise ValueError("task masked_lm needs a BERT backbone (model.architecture: bert). "
-                             f"Received: {type(backbone).__name__}")
+            raise ValueError(  # noqa: TRY004 (a config mismatch; the CLI reports ValueErrors)
+                "task masked_lm needs a BERT backbone (model.architecture: bert). "
+                f"Received: {type(backbone).__name__}")
         return keras_hub.models.BertMaskedLM(backbone, preprocessor=None)
 
     def evaluate(self, model, examples, split: EncodedSplit, encoder, batch_size: int, out_dir: Path,
@@ -353,7 +355,7 @@ class CausalLMTask(_PretrainingTask):
             raise DataError(f"{examples.source}: {len(stream)} tokens make no block of sequence_length + 1 = "
                             f"{encoder.sequence_length + 1}; use a longer corpus or a shorter model.sequence_length")
         split = "train" if training else "validation"
-        self.stats[split] = {"documents": len(examples), "tokens": int(len(stream)), "blocks": int(len(blocks)),
+        self.stats[split] = {"documents": len(examples), "tokens": len(stream), "blocks": len(blocks),
                              "tokens_in_final_partial_block": int(leftover)}
 
         @_plain
@@ -366,8 +368,9 @@ class CausalLMTask(_PretrainingTask):
 
     def build_model(self, backbone) -> keras.Model:
         if not isinstance(backbone, keras_hub.models.GPT2Backbone):
-            raise ValueError("task causal_lm needs a GPT-2 backbone (model.architecture: gpt2). "
-                             f"Received: {type(backbone).__name__}")
+            raise ValueError(  # noqa: TRY004 (a config mismatch; the CLI reports ValueErrors)
+                "task causal_lm needs a GPT-2 backbone (model.architecture: gpt2). "
+                f"Received: {type(backbone).__name__}")
         return keras_hub.models.GPT2CausalLM(backbone, preprocessor=None)
 
     def evaluate(self, model, examples, split: EncodedSplit, encoder, batch_size: int, out_dir: Path,
@@ -461,8 +464,8 @@ def pretrain(config, log: Callable[[str], None] = print) -> PretrainResult:
         problems.append(("train.max_steps", "required for pretraining (its budget is counted in optimizer steps)"))
     expected = {"masked_lm": "bert", "causal_lm": "gpt2"}.get(config.task.name)
     if expected and config.model.architecture != expected:
-        problems.append(("model.architecture", f"task {config.task.name} needs {expected}. "
-                         f"Received: {config.model.architecture!r}"))
+        problems.append(("model.architecture", (f"task {config.task.name} needs {expected}. "
+                         f"Received: {config.model.architecture!r}")))
     if problems:
         raise ConfigError("pretraining config", problems)
     if config.model.backbone == "random":
