@@ -26,6 +26,7 @@ from typing import Callable, Optional
 import numpy as np
 import tensorflow as tf
 
+from tfsft.models import fast_matmul
 from tfsft.run_dir import LoadedRun, load_run
 
 
@@ -45,6 +46,7 @@ def export(run_dir: str | Path, verify: bool = True, log: Callable[[str], None] 
     Example:
         >>> path = export("runs/sst2_minilm")   # runs/sst2_minilm/export/sst2/1
     """
+    fast_matmul.install()
     loaded = load_run(run_dir)
     encoder = loaded.task.make_encoder(loaded.tokenizer, loaded.config.model.sequence_length)
     module = loaded.task.serving_module(loaded.model, encoder)

@@ -1,8 +1,21 @@
-"""AdamW with linear warm-up and linear decay, as in BERT fine-tuning."""
+"""AdamW with linear warm-up and linear decay, as in BERT fine-tuning.
+
+`FusedAdamW` is Keras' AdamW with a faster TensorFlow update (measured: Keras'
+per-weight Adam ops were about 40 % of a MiniLM fine-tuning step on 2 CPU cores):
+
+* dense weights use TF's fused `ResourceApplyAdam` kernel — one multi-threaded
+  pass over (w, m, v, g) instead of ~10 separate element-wise ops;
+* embedding gradients stay sparse (`tf.IndexedSlices`) through gradient clipping
+  and update only the rows in the batch ("lazy" Adam, as TF Addons' LazyAdam),
+  instead of densifying a 30k × 384 gradient every step.
+
+Weight decay stays Keras' own decoupled decay: w ← w − lr·λ·w before the Adam step.
+"""
 
 from __future__ import annotations
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 NO_DECAY = ["bias", "gamma", "beta"]  # biases and LayerNorm scale/offset
@@ -35,6 +48,70 @@ class WarmupLinearDecay(keras.optimizers.schedules.LearningRateSchedule):
         return {"peak": self.peak, "warmup_steps": self.warmup_steps, "total_steps": self.total_steps}
 
 
+def _combine_duplicates(gradient: tf.IndexedSlices) -> tf.IndexedSlices:
+    """Sums the rows of repeated indices, so each row appears once."""
+    unique, position = tf.unique(gradient.indices)
+    values = tf.math.unsorted_segment_sum(gradient.values, position, tf.shape(unique)[0])
+    return tf.IndexedSlices(values, unique, gradient.dense_shape)
+
+
+@keras.saving.register_keras_serializable(package="tfsft")
+class FusedAdamW(keras.optimizers.AdamW):
+    """AdamW with fused dense updates and lazy sparse (embedding) updates.
+
+    Same arguments and, for dense weights, the same update as
+    `keras.optimizers.AdamW`: m ← β₁m + (1−β₁)g, v ← β₂v + (1−β₂)g²,
+    w ← w − lr·√(1−β₂ᵗ)/(1−β₁ᵗ)·m/(√v + ε). Rows of an embedding that a batch
+    does not touch keep their moments unchanged (lazy Adam).
+    """
+
+    def _clip_gradients(self, grads):
+        if not (self.global_clipnorm and self.global_clipnorm > 0):
+            return super()._clip_gradients(grads)
+        grads = [_combine_duplicates(g) if isinstance(g, tf.IndexedSlices) else g for g in grads]
+        squares = [
+            tf.reduce_sum(tf.square(tf.cast(g.values if isinstance(g, tf.IndexedSlices) else g, tf.float32)))
+            for g in grads if g is not None
+        ]
+        norm = tf.sqrt(tf.add_n(squares))
+        # (norm - norm) keeps a NaN/inf norm visible, as Keras' clip_by_global_norm does.
+        scale = self.global_clipnorm / tf.maximum(norm, self.global_clipnorm) + (norm - norm)
+        return [
+            None if g is None
+            else tf.IndexedSlices(g.values * tf.cast(scale, g.values.dtype), g.indices, g.dense_shape)
+            if isinstance(g, tf.IndexedSlices) else g * tf.cast(scale, g.dtype)
+            for g in grads
+        ]
+
+    def update_step(self, gradient, variable, learning_rate):
+        if self.amsgrad or keras.backend.backend() != "tensorflow":
+            return super().update_step(gradient, variable, learning_rate)
+        dtype = variable.dtype
+        lr = tf.cast(learning_rate, dtype)
+        beta_1 = tf.cast(self.beta_1, dtype)
+        beta_2 = tf.cast(self.beta_2, dtype)
+        epsilon = tf.cast(self.epsilon, dtype)
+        step = tf.cast(self.iterations + 1, dtype)
+        beta_1_power, beta_2_power = tf.pow(beta_1, step), tf.pow(beta_2, step)
+        index = self._get_variable_index(variable)
+        m, v = self._momentums[index], self._velocities[index]
+        if not isinstance(gradient, tf.IndexedSlices):
+            tf.raw_ops.ResourceApplyAdam(
+                var=variable.handle, m=m.handle, v=v.handle, beta1_power=beta_1_power,
+                beta2_power=beta_2_power, lr=lr, beta1=beta_1, beta2=beta_2, epsilon=epsilon,
+                grad=tf.cast(gradient, dtype),
+            )
+            return
+        gradient = _combine_duplicates(gradient)  # (rows, D)
+        rows, g = gradient.indices, tf.cast(gradient.values, dtype)
+        m_rows = beta_1 * tf.gather(m.value, rows) + (1 - beta_1) * g
+        v_rows = beta_2 * tf.gather(v.value, rows) + (1 - beta_2) * tf.square(g)
+        m.value.scatter_update(tf.IndexedSlices(m_rows, rows))
+        v.value.scatter_update(tf.IndexedSlices(v_rows, rows))
+        alpha = lr * tf.sqrt(1 - beta_2_power) / (1 - beta_1_power)
+        variable.scatter_sub(tf.IndexedSlices(alpha * m_rows / (tf.sqrt(v_rows) + epsilon), rows))
+
+
 def make_optimizer(train_config, total_steps: int) -> keras.optimizers.Optimizer:
     """AdamW (no decay on biases and LayerNorm) with warm-up/decay and clipping.
 
@@ -46,7 +123,7 @@ def make_optimizer(train_config, total_steps: int) -> keras.optimizers.Optimizer
     schedule = WarmupLinearDecay(
         train_config.learning_rate, int(train_config.warmup_ratio * total_steps), total_steps
     )
-    optimizer = keras.optimizers.AdamW(
+    optimizer = FusedAdamW(
         learning_rate=schedule,
         weight_decay=train_config.weight_decay,
         epsilon=1e-6,

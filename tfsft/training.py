@@ -24,6 +24,7 @@ import tensorflow as tf
 from tfsft import evaluation
 from tfsft.config import ExperimentConfig, save_config
 from tfsft.data.pipeline import evaluation_dataset, training_dataset
+from tfsft.models import fast_matmul
 from tfsft.models.backbones import load_backbone
 from tfsft.optimization import make_optimizer
 from tfsft.run_dir import load_run, save_artifacts
@@ -95,9 +96,10 @@ def make_strategy(train_config) -> tf.distribute.Strategy:
 
 
 def configure_runtime(config: ExperimentConfig) -> None:
-    """Seeds every RNG and sets the global precision policy."""
+    """Seeds every RNG, sets the global precision policy and the fast projection matmul."""
     keras.utils.set_random_seed(config.seed)
     keras.mixed_precision.set_dtype_policy(config.train.precision)
+    fast_matmul.install()
 
 
 def _best_so_far(history_csv: Path, monitor: str):
@@ -248,6 +250,7 @@ def train(config: ExperimentConfig, log: Callable[[str], None] = print,
 
 def evaluate(run_dir: str | Path, split: str = "validation", log: Callable[[str], None] = print) -> dict:
     """Evaluates a finished run on `split`; writes `metrics_<split>.json`."""
+    fast_matmul.install()
     loaded = load_run(run_dir)
     config = loaded.config
     keras.mixed_precision.set_dtype_policy(config.train.precision)
