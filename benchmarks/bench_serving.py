@@ -1,9 +1,9 @@
 """Serving speed: the exported SavedModel (strings in) against the Keras model (ids in).
 
-`--prepare`: trains configs/sst2_minilm.yaml for a few steps into a scratch
-run directory and exports it with `tfsft.export.export` (skipped when the
-export exists). Serving speed does not depend on how well the weights are
-trained, only on the graph.
+`--prepare`: trains configs/sst2_minilm.yaml for 5 steps into a scratch
+run directory and exports it with `tfsft.export.export` (rebuilt each time,
+so it reflects the current library). Serving speed does not depend on how
+well the weights are trained, only on the graph.
 
 `--impl savedmodel`: loads `serving_default` with only TensorFlow + TF Text
 imported (what TF Serving has) and sends raw SST-2 dev sentences; the
@@ -38,7 +38,7 @@ WARMUP_CALLS = 20
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--prepare", action="store_true", help="train a few steps and export (once)")
+    parser.add_argument("--prepare", action="store_true", help="train 5 steps and export (run.py: once per run)")
     parser.add_argument("--impl", choices=["savedmodel", "keras"])
     parser.add_argument("--run-dir", default=str(SCRATCH / "serving_run"))
     parser.add_argument("--requests", type=int, default=150, help="batch-1 calls for the latency percentiles")
@@ -50,25 +50,22 @@ def parse_args(argv=None):
 
 
 def prepare(run_dir: Path) -> Path:
-    """A trained-for-5-steps run of the shipped config, exported; returns the SavedModel folder."""
+    """A fresh 5-step run of the shipped config (on 2,000 examples), exported; returns the SavedModel folder.
+
+    Always rebuilt, so the export reflects the current library and config.
+    """
     os.environ.setdefault("TFSFT_DATA_DIR", str(data_dir()))
     from tfsft.config import load_config
-    from tfsft.export import ExportError, export, find_saved_model
+    from tfsft.export import export
     from tfsft.training import train
 
-    if (run_dir / "model.keras").exists():
-        try:
-            return find_saved_model(run_dir)
-        except ExportError:  # a finished run without an export: export it below
-            pass
-    else:
-        shutil.rmtree(run_dir, ignore_errors=True)
-        base = load_config(CONFIG)
-        config = load_config(CONFIG, [
-            "train.max_steps=5", f"run_dir={run_dir}", "train.verbose=0",
-            "data.files=" + json.dumps({"train": base.data.files["train"]}),
-        ])
-        train(config, log=lambda line: print(line, file=sys.stderr))
+    shutil.rmtree(run_dir, ignore_errors=True)
+    base = load_config(CONFIG)
+    config = load_config(CONFIG, [
+        "train.max_steps=5", f"run_dir={run_dir}", "train.verbose=0", "data.max_examples=2000",
+        "data.files=" + json.dumps({"train": base.data.files["train"]}),
+    ])
+    train(config, log=lambda line: print(line, file=sys.stderr))
     # The export's own fresh-process check is tested elsewhere; here it would only cost time.
     return export(run_dir, verify=False, log=lambda line: print(line, file=sys.stderr))
 
