@@ -67,6 +67,13 @@ class TextEncoder(keras.layers.Layer):
             _allow_python_workflow=False,
         )
 
+    def __call__(self, text, text_pair=None, **kwargs):
+        # Accept Python lists and NumPy arrays of strings as well as tensors.
+        text = tf.convert_to_tensor(text, tf.string)
+        if text_pair is None:
+            return super().__call__(text, **kwargs)
+        return super().__call__(text, tf.convert_to_tensor(text_pair, tf.string), **kwargs)
+
     def call(self, text, text_pair=None):
         texts = [text] if text_pair is None else [text, text_pair]
         with no_convert_scope():  # keep KerasHub from turning eager outputs into Python lists
