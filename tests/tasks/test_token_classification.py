@@ -17,7 +17,7 @@ from seqeval.metrics.sequence_labeling import get_entities
 from tfsft.config import ConfigError, config_from_mapping, load_config
 from tfsft.data.conll import TokenExamples, read_conll
 from tfsft.data.readers import DataError
-from tfsft.tasks.ner_decoding import EntityF1, TagAccuracy, iob2_chunks, label_tables, split_words
+from tfsft.tasks.ner_decoding import EntityF1, TagAccuracy, iob2_chunks, iob2_viterbi, label_tables, split_words
 from tfsft.tasks.ner_serving import tag_probabilities
 from tfsft.tasks.ner_windows import WordWindowEncoder
 from tfsft.tasks.token_classification import TokenClassificationOptions, TokenClassificationTask
@@ -156,6 +156,26 @@ def test_chunks_match_seqeval_conlleval_rules():
         offset += len(sequence)
 
 
+def test_viterbi_finds_the_best_valid_iob2_sequence():
+    import itertools
+
+    labels = ["O", "B-LOC", "I-LOC", "B-PER", "I-PER"]
+    _, label_types, label_begins = label_tables(labels)
+
+    def valid(sequence):
+        return all(not labels[c].startswith("I-") or (j and labels[sequence[j - 1]][2:] == labels[c][2:]
+                                                      and sequence[j - 1] != 0) for j, c in enumerate(sequence))
+
+    rng = np.random.default_rng(3)
+    sentences = [rng.normal(size=(n, len(labels))).astype(np.float32) for n in (0, 1, 2, 4, 5, 3, 0)]
+    log_probs = tf.RaggedTensor.from_row_lengths(tf.constant(np.concatenate(sentences)), [len(s) for s in sentences])
+    decoded = iob2_viterbi(log_probs, tf.constant(label_types), tf.constant(label_begins)).to_list()
+    for scores, tags in zip(sentences, decoded):
+        best = max((c for c in itertools.product(range(len(labels)), repeat=len(scores)) if valid(c)),
+                   key=lambda c: sum(scores[j, k] for j, k in enumerate(c)))
+        assert tags == list(best)
+
+
 def test_no_chunks_and_no_words_decode_to_nothing():
     _, label_types, label_begins = label_tables(LABELS)
     for rows in ([[0, 0], [0]], [[], []]):  # only O; no words at all
@@ -232,7 +252,7 @@ def test_shipped_config_loads():
     assert config.data.tfds.name == "conll2003"
 
 
-# --- a shrunk real run: train, evaluate, export, reload in a fresh process ----
+# --- export round trip; a shrunk real run: train, evaluate, export ------------
 
 _SPANS_SCRIPT = r"""
 import json, sys
@@ -250,9 +270,43 @@ print(json.dumps(out, default=lambda b: b.decode()))
 """
 
 
+def test_export_round_trip_returns_spans_of_the_input_text(ner_tokenizer, tmp_path):
+    """serving_default and serve_tokens reloaded in a fresh process (TF + TF Text only)."""
+    from tfsft.export import predict, verify_export
+
+    task = ner_task()
+    backbone = keras_hub.models.BertBackbone(vocabulary_size=ner_tokenizer.vocabulary_size(), num_layers=1,
+                                             num_heads=2, hidden_dim=16, intermediate_dim=32, max_sequence_length=24)
+    module = task.serving_module(task.build_model(backbone), task.make_encoder(ner_tokenizer, 24))
+    saved = tmp_path / "saved"
+    tf.saved_model.save(module, str(saved), signatures={"serving_default": module.serve, **module.extra_signatures()})
+    verify_export(saved, module, task.sample_inputs())  # fresh process == in-memory module
+
+    texts = ["EU rejects German call to boycott British lamb.", "Peter Blackburn went to Zürich.", "",
+             " ".join(["The European Commission said on Thursday it disagreed with German advice."] * 6)]
+    run = subprocess.run([sys.executable, "-c", _SPANS_SCRIPT, str(saved)], input=json.dumps(texts),
+                         capture_output=True, text=True, timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert run.returncode == 0, run.stderr[-2000:]
+    out = json.loads(run.stdout.strip().splitlines()[-1])
+    assert out["word_count"] == [9, 6, 0, 12 * 6]  # the long text (> 22 subwords) is tagged in full
+    assert sum(out["entity_count"]) > 0  # a random model still predicts some chunks
+    for b, text in enumerate(texts):
+        for i in range(out["word_count"][b]):
+            assert text[out["word_starts"][b][i]:out["word_ends"][b][i]] == out["word_texts"][b][i]
+            assert out["word_tags"][b][i] in LABELS
+        for e in range(out["entity_count"][b]):
+            assert text[out["entity_starts"][b][e]:out["entity_ends"][b][e]] == out["entity_texts"][b][e]
+            assert out["entity_types"][b][e] in ("LOC", "MISC", "ORG", "PER")
+    assert out["tokens_word_count"] == [3, 1] and out["tokens_word_tags"][1][1:] == ["", ""]
+
+    (row,) = predict(saved, [texts[0]])  # what `tfsft predict` prints: padding cut by the counts
+    assert len(row["word_tags"]) == 9 and len(row["entity_texts"]) == row["entity_count"]
+
+
+@pytest.mark.slow
 @needs_conll
 def test_shrunk_end_to_end_on_real_conll_rows(tmp_path):
-    from tfsft.export import export, predict
+    from tfsft.export import export
     from tfsft.training import evaluate, train
 
     data = tmp_path / "data"
@@ -284,24 +338,5 @@ def test_shrunk_end_to_end_on_real_conll_rows(tmp_path):
     test_metrics = evaluate(result.run_dir, "test", log=lambda _: None)
     assert test_metrics["examples"] == 16
     assert (result.run_dir / "eval_test" / "entity_report.txt").read_text().splitlines()[0].split()[0] == "type"
-
-    saved = export(result.run_dir, log=lambda _: None)  # verifies serving_default in a fresh process
-    texts = ["EU rejects German call to boycott British lamb.", "Peter Blackburn went to Zürich.", "",
-             " ".join(["The European Commission said on Thursday it disagreed with German advice."] * 6)]
-    run = subprocess.run([sys.executable, "-c", _SPANS_SCRIPT, str(saved)], input=json.dumps(texts),
-                         capture_output=True, text=True, timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-    assert run.returncode == 0, run.stderr[-2000:]
-    out = json.loads(run.stdout.strip().splitlines()[-1])
-    assert out["word_count"] == [9, 6, 0, 12 * 6]  # the long text (> 24 subwords) is tagged in full
-    assert sum(out["entity_count"]) > 0  # a random model still predicts some chunks
-    for b, text in enumerate(texts):
-        for i in range(out["word_count"][b]):
-            assert text[out["word_starts"][b][i]:out["word_ends"][b][i]] == out["word_texts"][b][i]
-            assert out["word_tags"][b][i] in LABELS
-        for e in range(out["entity_count"][b]):
-            assert text[out["entity_starts"][b][e]:out["entity_ends"][b][e]] == out["entity_texts"][b][e]
-            assert out["entity_types"][b][e] in ("LOC", "MISC", "ORG", "PER")
-    assert out["tokens_word_count"] == [3, 1] and out["tokens_word_tags"][1][1:] == ["", ""]
-
-    (row,) = predict(saved, [texts[0]])  # what `tfsft predict` prints, padding cut by the counts
-    assert len(row["word_tags"]) == 9 and len(row["entity_texts"]) == row["entity_count"]
+    saved = export(result.run_dir, log=lambda _: None)  # verified in a fresh process
+    assert (saved / "saved_model.pb").exists()

@@ -75,6 +75,53 @@ def iob2_chunks(tag_ids: tf.RaggedTensor, label_types: tf.Tensor, label_begins: 
     return is_start, end, kind
 
 
+def iob2_viterbi(log_probs: tf.RaggedTensor, label_types: tf.Tensor, label_begins: tf.Tensor) -> tf.RaggedTensor:
+    """The most probable tag sequence per sentence that is valid IOB2.
+
+    Maximises Σ_t log p_t(y_t) subject to: an I-X follows B-X or I-X (and
+    never starts a sentence). Viterbi: s_t(c) = max_{c' allowed before c}
+    s_{t-1}(c') + log p_t(c), then backtracking.
+
+    Args:
+        log_probs: float ragged (B, [W], C) per-word log-probabilities.
+        label_types: (C,) int32 entity type of each label (0 for O).
+        label_begins: (C,) bool, whether each label is a B- tag.
+
+    Returns:
+        int32 ragged (B, [W]) label ids.
+    """
+    inside = (label_types > 0) & ~label_begins  # I- labels
+    same_type = tf.equal(label_types[:, None], label_types[None, :]) & (label_types[:, None] > 0)
+    allowed = ~inside[None, :] | same_type  # (C_prev, C): I-X only after B-X / I-X
+    big = tf.constant(-1e9, tf.float32)
+    penalty = tf.where(allowed, 0.0, big)
+    lengths = log_probs.row_lengths()
+    scores = tf.cast(log_probs.to_tensor(0.0), tf.float32)  # (B, W, C)
+    scores = tf.pad(scores, [[0, 0], [0, tf.maximum(1 - tf.shape(scores)[1], 0)], [0, 0]])  # W ≥ 1
+    num_labels = tf.shape(penalty)[0]
+    first = scores[:, 0, :] + tf.where(inside, big, 0.0)  # (B, C)
+    steps = tf.range(1, tf.shape(scores)[1], dtype=tf.int64)
+    identity = tf.broadcast_to(tf.range(num_labels), tf.shape(first))
+
+    def forward(carry, t):
+        score, _ = carry
+        candidates = score[:, :, None] + penalty[None]  # (B, C_prev, C)
+        new = tf.reduce_max(candidates, axis=1) + tf.gather(scores, t, axis=1)
+        back = tf.argmax(candidates, axis=1, output_type=tf.int32)  # (B, C)
+        valid = (t < lengths)[:, None]  # past a sentence's end: keep the score, point to itself
+        return tf.where(valid, new, score), tf.where(valid, back, identity)
+
+    final, backpointers = tf.scan(forward, steps, initializer=(first, identity))  # (W-1, B, C) each
+    last = tf.argmax(tf.concat([first[None], final], 0)[-1], axis=-1, output_type=tf.int32)  # (B,)
+
+    def backward(tag, back):  # tag at t → tag at t-1
+        return tf.gather(back, tag, batch_dims=1)
+
+    earlier = tf.scan(backward, backpointers, initializer=last, reverse=True)  # (W-1, B): tags 0..W-2
+    tags = tf.transpose(tf.concat([earlier, last[None]], 0))  # (B, W)
+    return tf.RaggedTensor.from_tensor(tags, lengths=lengths)
+
+
 def label_tables(labels: list[str]) -> tuple[list[str], list[int], list[bool]]:
     """Entity types (sorted) and, per IOB2 label, its type number (0 = O) and B- flag."""
     types = sorted({label[2:] for label in labels if label != "O"})

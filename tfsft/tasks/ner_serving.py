@@ -5,7 +5,8 @@ per sentence, entries past `word_count` / `entity_count` are padding):
 
 `serving_default(text: string (B,))` →
     word_count (B,) int32; word_texts, word_tags (B, W) string;
-    word_scores (B, W) float32 (probability of the chosen tag);
+    word_scores (B, W) float32 (probability of the chosen tag; tags are the
+    most probable valid IOB2 sequence unless `task.decoding: argmax`);
     word_starts, word_ends (B, W) int32 character offsets (end exclusive);
     entity_count (B,) int32; entity_texts, entity_types (B, E) string;
     entity_starts, entity_ends (B, E) int32 character offsets, so that in
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from tfsft.tasks.ner_decoding import iob2_chunks, label_tables, split_words
+from tfsft.tasks.ner_decoding import iob2_chunks, iob2_viterbi, label_tables, split_words
 
 
 def tag_probabilities(model, encoder, words: tf.RaggedTensor, input_names: list[str]) -> tf.Tensor:
@@ -38,6 +39,16 @@ def tag_probabilities(model, encoder, words: tf.RaggedTensor, input_names: list[
     return tf.scatter_nd(tf.expand_dims(word, 1), probabilities, shape)
 
 
+def decode_tags(probabilities: tf.Tensor, words: tf.RaggedTensor, label_types: tf.Tensor, label_begins: tf.Tensor,
+                viterbi: bool = True) -> tf.Tensor:
+    """Label ids (N,) from per-word probabilities (N, C): the best valid IOB2
+    sequence of each sentence (`iob2_viterbi`), or the per-word argmax."""
+    if not viterbi:
+        return tf.argmax(probabilities, axis=-1, output_type=tf.int32)
+    log_probs = words.with_flat_values(tf.math.log(probabilities + 1e-9))  # (B, [W], C)
+    return iob2_viterbi(log_probs, label_types, label_begins).flat_values
+
+
 class TokenClassificationServingModule(tf.Module):
     """Strings → words, tags and entity spans, for `tf.saved_model.save`.
 
@@ -45,9 +56,10 @@ class TokenClassificationServingModule(tf.Module):
         model: the trained token classifier ((NW, L) inputs → (NW, L, C) logits).
         encoder: the `WordWindowEncoder` used in training.
         labels: the IOB2 label list, in class-id order.
+        viterbi: decode the best valid IOB2 sequence (else the per-word argmax).
     """
 
-    def __init__(self, model, encoder, labels: list[str]):
+    def __init__(self, model, encoder, labels: list[str], viterbi: bool = True):
         super().__init__(name="tfsft_ner_serving")
         self.model = model
         self.encoder = encoder
@@ -57,6 +69,7 @@ class TokenClassificationServingModule(tf.Module):
         self._types = tf.constant(types)
         self._label_types = tf.constant(label_types, tf.int32)
         self._label_begins = tf.constant(label_begins, tf.bool)
+        self._viterbi = viterbi
         self.serve = tf.function(self._serve_text, input_signature=[tf.TensorSpec([None], tf.string, name="text")])
         self.serve_tokens = tf.function(self._serve_tokens, input_signature=[
             tf.TensorSpec([None, None], tf.string, name="tokens"), tf.TensorSpec([None], tf.int32, name="lengths")])
@@ -67,7 +80,7 @@ class TokenClassificationServingModule(tf.Module):
     def _tag(self, words: tf.RaggedTensor):
         """Word-level outputs and the chunk list (flat word indices, end exclusive)."""
         probabilities = tag_probabilities(self.model, self.encoder, words, self._input_names)
-        tag_ids = tf.argmax(probabilities, axis=-1, output_type=tf.int32)  # (N,)
+        tag_ids = decode_tags(probabilities, words, self._label_types, self._label_begins, self._viterbi)  # (N,)
         is_start, end, kind = iob2_chunks(words.with_flat_values(tag_ids), self._label_types, self._label_begins)
         chunk_start = tf.where(is_start)[:, 0]  # (E_total,)
         chunk = {
@@ -79,7 +92,7 @@ class TokenClassificationServingModule(tf.Module):
         outputs = {
             "word_count": tf.cast(words.row_lengths(), tf.int32),
             "word_tags": words.with_flat_values(tf.gather(self._labels, tag_ids)).to_tensor(""),
-            "word_scores": words.with_flat_values(tf.reduce_max(probabilities, axis=-1)).to_tensor(0.0),
+            "word_scores": words.with_flat_values(tf.gather(probabilities, tag_ids, batch_dims=1)).to_tensor(0.0),
         }
         return outputs, chunk
 

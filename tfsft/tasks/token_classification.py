@@ -11,7 +11,8 @@ C = number of IOB2 labels. Loss: cross-entropy averaged over the labelled
 positions, Σ w·CE / Σ w (targets in the datasets are label id + 1, 0 where
 unlabelled, so metrics see the mask too). Validation: token accuracy and entity F1 (in-graph,
 the checkpoint monitor). Evaluation: entity-level precision, recall and F1
-(overall and per type, CoNLL scoring by seqeval) plus word accuracy.
+(overall and per type, CoNLL scoring by seqeval) plus word accuracy, of the
+tags decoded as the SavedModel decodes them (Viterbi over valid IOB2 by default).
 Serving: raw sentences → words, tags and entity spans (`ner_serving`).
 
 Example config::
@@ -35,8 +36,8 @@ from tfsft.data.conll import TokenExamples, read_token_split, split_tag
 from tfsft.data.pipeline import AUTOTUNE, TOKENIZE_BATCH, EncodedSplit
 from tfsft.data.readers import DataError
 from tfsft.models.backbones import sequence_output
-from tfsft.tasks.ner_decoding import EntityF1, TagAccuracy, TagCrossentropy
-from tfsft.tasks.ner_serving import TokenClassificationServingModule, tag_probabilities
+from tfsft.tasks.ner_decoding import EntityF1, TagAccuracy, TagCrossentropy, label_tables
+from tfsft.tasks.ner_serving import TokenClassificationServingModule, decode_tags, tag_probabilities
 from tfsft.tasks.ner_windows import WordWindowEncoder
 
 
@@ -56,6 +57,9 @@ class TokenClassificationOptions:
         stride: subwords between the starts of overlapping windows of a
             sentence longer than `model.sequence_length - 2` (default: half).
         dropout: dropout rate before the per-token Dense layer.
+        decoding: "viterbi" (the most probable tag sequence that is valid
+            IOB2: no I-X after O or another type) or "argmax" (per word), for
+            evaluation and serving.
     """
 
     name: str = "token_classification"
@@ -64,6 +68,7 @@ class TokenClassificationOptions:
     label_all_subwords: bool = False
     stride: Optional[int] = None
     dropout: float = 0.1
+    decoding: Literal["viterbi", "argmax"] = "viterbi"
 
     def validate(self):
         errors = []
@@ -216,10 +221,13 @@ class TokenClassificationTask:
                      batch_size: int) -> list[list[str]]:
         """IOB2 tags for tokenized sentences, exactly as the SavedModel computes them."""
         names = list(model.input)
+        _, types, begins = label_tables(self.labels)
+        types, begins = tf.constant(types, tf.int32), tf.constant(begins, tf.bool)
+        viterbi = self.options.decoding == "viterbi"
 
         @tf.function(input_signature=[tf.RaggedTensorSpec([None, None], tf.string, ragged_rank=1)])
         def tag(words):
-            return tf.argmax(tag_probabilities(model, encoder, words, names), axis=-1, output_type=tf.int32)
+            return decode_tags(tag_probabilities(model, encoder, words, names), words, types, begins, viterbi)
 
         order = sorted(range(len(sentences)), key=lambda i: len(sentences[i]))  # similar lengths per batch
         predictions: list = [None] * len(sentences)
@@ -269,7 +277,7 @@ class TokenClassificationTask:
 
     # --- serving ------------------------------------------------------------
     def serving_module(self, model, encoder: WordWindowEncoder) -> TokenClassificationServingModule:
-        return TokenClassificationServingModule(model, encoder, self.labels)
+        return TokenClassificationServingModule(model, encoder, self.labels, self.options.decoding == "viterbi")
 
     def sample_inputs(self) -> dict[str, list[str]]:
         """Sentences for the export check: entities, non-ASCII text, nothing, and one longer than any window."""
