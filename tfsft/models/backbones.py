@@ -44,6 +44,14 @@ def package_model_dir(package: str) -> Path:
     return folder
 
 
+def resolve_file(spec: str) -> Path:
+    """A file path, or `package:<name>/<file>` inside a package's model folder."""
+    if spec.startswith("package:"):
+        package, _, name = spec.split(":", 1)[1].partition("/")
+        return package_model_dir(package) / name
+    return Path(spec).expanduser()
+
+
 def resolve_source(backbone: str) -> str:
     """Turns `package:<name>` and `~` paths into what `from_preset` takes."""
     if backbone.startswith("package:"):
@@ -76,7 +84,7 @@ def build_random(model_config):
     """A randomly initialised backbone sized by `model_config`, with its tokenizer."""
     if model_config.architecture == "gpt2":
         return build_random_gpt2(model_config)
-    vocab_path = Path(model_config.vocabulary).expanduser()
+    vocab_path = resolve_file(model_config.vocabulary)
     if not vocab_path.exists():
         raise ModelSourceError(f"model.vocabulary: file {vocab_path} does not exist")
     tokenizer = keras_hub.models.BertTokenizer(vocabulary=str(vocab_path), lowercase=model_config.lowercase)
