@@ -25,13 +25,12 @@ Example:
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-from tfsft.data.readers import DataError, decoded_lines
+from tfsft.data.readers import DataError, decoded_lines, json_records
 
 SCHEMES = ("auto", "iob1", "iob2", "bioes")
 _TAG = re.compile(r"^([BIES])-(\S+)$")
@@ -200,15 +199,7 @@ def read_token_jsonl(path: str | Path, *, tokens_key: str = "tokens", tags_key: 
     """Reads JSON lines `{"tokens": [...], "tags": [...]}` (keys configurable)."""
     path = Path(path)
     sentences = _Sentences(str(path), scheme, token_per_line=False, max_examples=max_examples)
-    for line, text in decoded_lines(path):
-        if not text.strip():
-            continue
-        try:
-            record = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}:{line}: invalid JSON ({e.msg} at column {e.colno})") from None
-        if not isinstance(record, dict):
-            raise DataError(f"{path}:{line}: expected a JSON object, got {type(record).__name__}")
+    for line, record in json_records(path):
         for key in (tokens_key, tags_key):
             if key not in record:
                 raise DataError(f"{path}:{line}: missing key {key!r}; the object has {', '.join(record)}")

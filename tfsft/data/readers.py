@@ -68,6 +68,23 @@ def decoded_lines(path: Path) -> Iterator[tuple[int, str]]:
                 ) from None
 
 
+def json_records(path: Path) -> Iterator[tuple[int, dict]]:
+    """Yields `(line_number, object)` of a JSON-lines file, skipping blank lines.
+
+    Invalid JSON and non-object lines raise `DataError` naming the line.
+    """
+    for line, text in decoded_lines(path):
+        if not text.strip():
+            continue
+        try:
+            record = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}:{line}: invalid JSON ({e.msg} at column {e.colno})") from None
+        if not isinstance(record, dict):
+            raise DataError(f"{path}:{line}: expected a JSON object, got {type(record).__name__}")
+        yield line, record
+
+
 class _Collector:
     """Accumulates rows, applying the empty-text policy."""
 
@@ -169,15 +186,7 @@ def read_jsonl(
     """Reads JSON lines: one object per line with the configured keys."""
     path = Path(path)
     collector = _Collector(str(path), text_pair_column is not None, label_column is not None, skip_empty)
-    for line, text in decoded_lines(path):
-        if not text.strip():
-            continue
-        try:
-            record = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}:{line}: invalid JSON ({e.msg} at column {e.colno})") from None
-        if not isinstance(record, dict):
-            raise DataError(f"{path}:{line}: expected a JSON object, got {type(record).__name__}")
+    for line, record in json_records(path):
         for key in (text_column, text_pair_column, label_column):
             if key is not None and key not in record:
                 raise DataError(f"{path}:{line}: missing key {key!r}; the object has {', '.join(record)}")
