@@ -80,6 +80,18 @@ def load_pretrained(source: str):
     return backbone, tokenizer
 
 
+def size_arguments(model_config, tokenizer) -> dict:
+    """The size keyword arguments shared by the random backbones."""
+    return dict(
+        vocabulary_size=tokenizer.vocabulary_size(),
+        num_layers=model_config.num_layers,
+        num_heads=model_config.num_heads,
+        hidden_dim=model_config.hidden_dim,
+        intermediate_dim=model_config.intermediate_dim,
+        dropout=model_config.dropout,
+    )
+
+
 def build_random(model_config):
     """A randomly initialised backbone sized by `model_config`, with its tokenizer."""
     if model_config.architecture == "gpt2":
@@ -88,15 +100,7 @@ def build_random(model_config):
     if not vocab_path.exists():
         raise ModelSourceError(f"model.vocabulary: file {vocab_path} does not exist")
     tokenizer = keras_hub.models.BertTokenizer(vocabulary=str(vocab_path), lowercase=model_config.lowercase)
-    sizes = dict(
-        vocabulary_size=tokenizer.vocabulary_size(),
-        num_layers=model_config.num_layers,
-        num_heads=model_config.num_heads,
-        hidden_dim=model_config.hidden_dim,
-        intermediate_dim=model_config.intermediate_dim,
-        dropout=model_config.dropout,
-        max_sequence_length=model_config.sequence_length,
-    )
+    sizes = dict(size_arguments(model_config, tokenizer), max_sequence_length=model_config.sequence_length)
     if model_config.architecture == "bert":
         return keras_hub.models.BertBackbone(**sizes), tokenizer
     if model_config.architecture == "transformer":
@@ -119,13 +123,7 @@ def build_random_gpt2(model_config):
         vocabulary=str(Path(model_config.vocabulary).expanduser()), merges=str(Path(model_config.merges).expanduser())
     )
     backbone = keras_hub.models.GPT2Backbone(
-        vocabulary_size=tokenizer.vocabulary_size(),
-        num_layers=model_config.num_layers,
-        num_heads=model_config.num_heads,
-        hidden_dim=model_config.hidden_dim,
-        intermediate_dim=model_config.intermediate_dim,
-        dropout=model_config.dropout,
-        max_sequence_length=model_config.sequence_length,
+        **size_arguments(model_config, tokenizer), max_sequence_length=model_config.sequence_length
     )
     return backbone, tokenizer
 
@@ -189,14 +187,7 @@ def load_seq2seq_backbone(model_config, tokenizer=None):
         if not path.is_file():
             raise ModelSourceError(f"model.vocabulary: file {path} does not exist")
         tokenizer = keras_hub.tokenizers.SentencePieceTokenizer(proto=str(path))
-    sizes = dict(
-        vocabulary_size=tokenizer.vocabulary_size(),
-        num_layers=model_config.num_layers,
-        num_heads=model_config.num_heads,
-        hidden_dim=model_config.hidden_dim,
-        intermediate_dim=model_config.intermediate_dim,
-        dropout=model_config.dropout,
-    )
+    sizes = size_arguments(model_config, tokenizer)
     if model_config.architecture == "transformer":
         from tfsft.layers import TransformerSeq2SeqBackbone
 
