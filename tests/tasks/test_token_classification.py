@@ -17,6 +17,7 @@ from seqeval.metrics.sequence_labeling import get_entities
 from tfsft.config import ConfigError, config_from_mapping, load_config
 from tfsft.data.conll import TokenExamples, read_conll
 from tfsft.data.readers import DataError
+from tfsft.models.casing import CASINGS, word_casing
 from tfsft.tasks.ner_decoding import EntityF1, TagAccuracy, iob2_chunks, iob2_viterbi, label_tables, split_words
 from tfsft.tasks.ner_serving import tag_probabilities
 from tfsft.tasks.ner_windows import WordWindowEncoder
@@ -252,6 +253,56 @@ def test_shipped_config_loads():
     assert config.data.tfds.name == "conll2003"
 
 
+# --- the casing feature ------------------------------------------------------
+
+
+def test_word_casing_classes():
+    words = ["rejects", "German", "Zürich", "A", "EU", "U.S.", "iPhone", "McDonald", "1996", "3-2", ".", "--", "ÉCOLE"]
+    expected = ["lower", "title", "title", "title", "upper", "upper", "mixed", "mixed", "numeric", "numeric",
+                "other", "other", "upper"]
+    assert [CASINGS[i] for i in word_casing(tf.constant(words)).numpy()] == expected
+
+
+def test_encoder_gives_every_subword_its_words_casing(ner_tokenizer):
+    encoder = WordWindowEncoder(ner_tokenizer, sequence_length=8, stride=3)
+    words = tf.ragged.constant([["EU", "rejects", "Germanyx", "1996", "."], ["Peter"]])
+    out = tf.function(encoder)(words)
+    casing, word = out["token_casing"].numpy(), out["token_word"].numpy()
+    per_word = word_casing(words.flat_values).numpy()
+    assert (casing[word >= 0] == per_word[word[word >= 0]]).all()  # "Germanyx" → several subwords, all title
+    assert (casing[word < 0] == 0).all()  # [CLS], [SEP], padding
+    assert CASINGS[per_word[2]] == "title" and (word == 2).sum() > 1
+
+
+def tiny_bert(vocabulary_size):
+    return keras_hub.models.BertBackbone(vocabulary_size=vocabulary_size, num_layers=1, num_heads=2, hidden_dim=16,
+                                         intermediate_dim=32, max_sequence_length=24)
+
+
+def test_casing_model_starts_as_the_pretrained_backbone_and_learns_the_casing_table(ner_tokenizer):
+    backbone = tiny_bert(ner_tokenizer.vocabulary_size())
+    plain, cased = ner_task().build_model(backbone), ner_task(casing=True).build_model(backbone)
+    cased.get_layer("tag_logits").set_weights(plain.get_layer("tag_logits").get_weights())  # same head
+    encoded = tf.function(WordWindowEncoder(ner_tokenizer, 16))(tf.ragged.constant([["EU", "rejects", "German", "lamb"]]))
+    inputs = {k: encoded[k] for k in cased.input}
+    np.testing.assert_allclose(cased(inputs, training=False), plain({k: inputs[k] for k in plain.input}, training=False),
+                               atol=1e-6)  # zero-initialised casing table: the backbone unchanged
+    table = cased.get_layer("casing_embedding").embeddings
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(cased(inputs, training=False) ** 2)
+    gradient = tf.convert_to_tensor(tape.gradient(loss, table)).numpy()
+    used = np.unique(inputs["token_casing"].numpy())
+    assert np.abs(gradient[used]).sum() > 0 and not gradient[np.setdiff1d(np.arange(len(CASINGS)), used)].any()
+
+
+def test_casing_needs_a_bert_family_backbone():
+    token_ids = keras.Input(shape=(None,), dtype="int32", name="token_ids")
+    mask = keras.Input(shape=(None,), dtype="int32", name="padding_mask")
+    other = keras.Model({"token_ids": token_ids, "padding_mask": mask}, keras.layers.Embedding(10, 4)(token_ids))
+    with pytest.raises(ConfigError, match="task.casing: needs a BERT-family backbone"):
+        ner_task(casing=True).build_model(other)
+
+
 # --- export round trip; a shrunk real run: train, evaluate, export ------------
 
 _SPANS_SCRIPT = r"""
@@ -270,11 +321,12 @@ print(json.dumps(out, default=lambda b: b.decode()))
 """
 
 
-def test_export_round_trip_returns_spans_of_the_input_text(ner_tokenizer, tmp_path):
+@pytest.mark.parametrize("casing", [False, True])
+def test_export_round_trip_returns_spans_of_the_input_text(ner_tokenizer, tmp_path, casing):
     """serving_default and serve_tokens reloaded in a fresh process (TF + TF Text only)."""
     from tfsft.export import predict, verify_export
 
-    task = ner_task()
+    task = ner_task(casing=casing)
     backbone = keras_hub.models.BertBackbone(vocabulary_size=ner_tokenizer.vocabulary_size(), num_layers=1,
                                              num_heads=2, hidden_dim=16, intermediate_dim=32, max_sequence_length=24)
     module = task.serving_module(task.build_model(backbone), task.make_encoder(ner_tokenizer, 24))
@@ -322,7 +374,7 @@ def test_shrunk_end_to_end_on_real_conll_rows(tmp_path):
         "name": "ner_tiny", "run_dir": str(tmp_path / "run"),
         "model": {"backbone": "random", "vocabulary": str(vocabulary), "num_layers": 1, "num_heads": 2,
                   "hidden_dim": 16, "intermediate_dim": 32, "sequence_length": 24},  # long sentences → windows
-        "task": {"name": "token_classification", "stride": 8},
+        "task": {"name": "token_classification", "stride": 8, "casing": True},
         "data": {"files": {k: str(data / f) for k, f in
                            (("train", "train.txt"), ("validation", "valid.txt"), ("test", "test.txt"))}},
         "train": {"max_steps": 4, "batch_size": 8, "eval_every_steps": 2, "verbose": 0, "learning_rate": 1e-3},

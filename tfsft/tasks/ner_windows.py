@@ -25,6 +25,7 @@ import keras
 import tensorflow as tf
 
 from tfsft.models.backbones import special_token_ids
+from tfsft.models.casing import word_casing
 
 
 class WordWindowEncoder(keras.layers.Layer):
@@ -46,7 +47,9 @@ class WordWindowEncoder(keras.layers.Layer):
         `token_word`: (NW, L) int32, index into `words.flat_values` of the
             word each subword belongs to (-1 at [CLS], [SEP] and padding);
         `token_first`: (NW, L) bool, the subword starts its word;
-        `token_owner`: (NW, L) bool, this window's prediction is the one kept.
+        `token_owner`: (NW, L) bool, this window's prediction is the one kept;
+        `token_casing`: (NW, L) int32, the casing class of the subword's word
+            (`tfsft.models.casing.word_casing`; 0 at [CLS], [SEP] and padding).
 
     Example:
         >>> encoder = WordWindowEncoder(tokenizer, sequence_length=128)
@@ -120,4 +123,5 @@ class WordWindowEncoder(keras.layers.Layer):
             "token_word": tf.cast(pack(tf.gather(sub_word, global_index), -1, -1, -1), tf.int32),
             "token_first": pack(tf.gather(sub_first, global_index), False, False, False),
             "token_owner": pack(owner, False, False, False),
+            "token_casing": pack(tf.gather(tf.gather(word_casing(flat), sub_word), global_index), 0, 0, 0),
         }

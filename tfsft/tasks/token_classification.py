@@ -31,11 +31,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfsft.config import register_task_options
+from tfsft.config import ConfigError, register_task_options
 from tfsft.data.conll import TokenExamples, read_token_split, split_tag
 from tfsft.data.pipeline import AUTOTUNE, TOKENIZE_BATCH, EncodedSplit
 from tfsft.data.readers import DataError
 from tfsft.models.backbones import sequence_output
+from tfsft.models.casing import supports_casing, with_casing_embedding
 from tfsft.tasks.ner_decoding import EntityF1, TagAccuracy, TagCrossentropy, label_tables
 from tfsft.tasks.ner_serving import TokenClassificationServingModule, decode_tags, tag_probabilities
 from tfsft.tasks.ner_windows import WordWindowEncoder
@@ -57,6 +58,10 @@ class TokenClassificationOptions:
         stride: subwords between the starts of overlapping windows of a
             sentence longer than `model.sequence_length - 2` (default: half).
         dropout: dropout rate before the per-token Dense layer.
+        casing: add a learned embedding of each word's casing (lower, Title,
+            UPPER, mIxed, numeric, other) to the backbone's input embeddings
+            (`tfsft.models.casing`) — for uncased backbones, which otherwise
+            cannot see capital letters. BERT-family backbones only.
         decoding: "viterbi" (the most probable tag sequence that is valid
             IOB2: no I-X after O or another type) or "argmax" (per word), for
             evaluation and serving.
@@ -68,6 +73,7 @@ class TokenClassificationOptions:
     label_all_subwords: bool = False
     stride: Optional[int] = None
     dropout: float = 0.1
+    casing: bool = False
     decoding: Literal["viterbi", "argmax"] = "viterbi"
 
     def validate(self):
@@ -174,6 +180,7 @@ class TokenClassificationTask:
         labels = tf.RaggedTensor.from_row_lengths(tf.constant(np.concatenate(ids)), lengths)
         continuation = tf.constant(self.continuation_ids(), tf.int32)
         all_subwords = training and self.options.label_all_subwords
+        feature_names = ["token_ids", "segment_ids", "padding_mask"] + ["token_casing"] * self.options.casing
 
         def windows(words, labels):
             encoded = encoder(words)
@@ -185,7 +192,7 @@ class TokenClassificationTask:
                 label = tf.where(first, label, tf.gather(continuation, label))
             else:
                 weight = first if training else first & encoded["token_owner"]
-            features = {k: encoded[k] for k in ("token_ids", "segment_ids", "padding_mask")}
+            features = {k: encoded[k] for k in feature_names}
             return features, tf.where(weight, label + 1, 0), tf.cast(weight, tf.float32)
 
         dataset = tf.data.Dataset.from_tensor_slices((words, labels)).ragged_batch(TOKENIZE_BATCH)
@@ -204,8 +211,15 @@ class TokenClassificationTask:
 
     # --- model ------------------------------------------------------------
     def build_model(self, backbone) -> keras.Model:
-        inputs = {name: keras.Input(shape=(None,), dtype="int32", name=name) for name in backbone.input}
-        sequence = sequence_output(backbone(inputs))  # (B, L, D)
+        names = list(backbone.input) + ["token_casing"] * self.options.casing
+        inputs = {name: keras.Input(shape=(None,), dtype="int32", name=name) for name in names}
+        if not self.options.casing:
+            sequence = sequence_output(backbone(inputs))  # (B, L, D)
+        elif supports_casing(backbone):
+            sequence = with_casing_embedding(backbone, inputs)
+        else:
+            raise ConfigError("the config", [("task.casing", f"needs a BERT-family backbone (token, position and segment "
+                                               f"embeddings); {type(backbone).__name__} has none. Set it to false.")])
         sequence = keras.layers.Dropout(self.options.dropout, name="head_dropout")(sequence)
         logits = keras.layers.Dense(len(self.labels), dtype="float32", name="tag_logits")(sequence)  # (B, L, C)
         return keras.Model(inputs, logits, name="token_classifier")
