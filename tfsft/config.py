@@ -168,6 +168,7 @@ class TrainConfig:
     warmup_ratio: float = 0.06
     weight_decay: float = 0.01
     clipnorm: Optional[float] = 1.0
+    lazy_embedding_updates: bool = False  # Adam on the batch's embedding rows only (faster, measured 1 point worse on SST-2)
     precision: Literal["float32", "mixed_bfloat16", "mixed_float16"] = "mixed_bfloat16"
     jit_compile: bool = False
     strategy: Literal["auto", "default", "mirrored", "multi_worker", "tpu"] = "auto"

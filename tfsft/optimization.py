@@ -5,9 +5,12 @@ per-weight Adam ops were about 40 % of a MiniLM fine-tuning step on 2 CPU cores)
 
 * dense weights use TF's fused `ResourceApplyAdam` kernel — one multi-threaded
   pass over (w, m, v, g) instead of ~10 separate element-wise ops;
-* embedding gradients stay sparse (`tf.IndexedSlices`) through gradient clipping
-  and update only the rows in the batch ("lazy" Adam, as TF Addons' LazyAdam),
-  instead of densifying a 30k × 384 gradient every step.
+* embedding gradients stay sparse (`tf.IndexedSlices`) through gradient
+  clipping; by default they are then applied densely with the same fused
+  kernel, so every row's moments decay each step exactly as in Keras' AdamW.
+  With `lazy_embeddings=True` only the rows in the batch are updated ("lazy"
+  Adam, as TF Addons' LazyAdam): about 10 % faster per MiniLM step, but it
+  measured 89.22 % vs 90.25 % SST-2 dev accuracy after one epoch (same seed).
 
 Weight decay stays Keras' own decoupled decay: w ← w − lr·λ·w before the Adam step.
 """
@@ -62,8 +65,19 @@ class FusedAdamW(keras.optimizers.AdamW):
     Same arguments and, for dense weights, the same update as
     `keras.optimizers.AdamW`: m ← β₁m + (1−β₁)g, v ← β₂v + (1−β₂)g²,
     w ← w − lr·√(1−β₂ᵗ)/(1−β₁ᵗ)·m/(√v + ε). Rows of an embedding that a batch
-    does not touch keep their moments unchanged (lazy Adam).
+    does not touch keep their moments unchanged when `lazy_embeddings` is set.
+
+    Args:
+        lazy_embeddings: update only the embedding rows a batch touches.
+        **kwargs: `keras.optimizers.AdamW` arguments.
     """
+
+    def __init__(self, *args, lazy_embeddings: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lazy_embeddings = lazy_embeddings
+
+    def get_config(self):
+        return {**super().get_config(), "lazy_embeddings": self.lazy_embeddings}
 
     def _clip_gradients(self, grads):
         if not (self.global_clipnorm and self.global_clipnorm > 0):
@@ -95,6 +109,8 @@ class FusedAdamW(keras.optimizers.AdamW):
         beta_1_power, beta_2_power = tf.pow(beta_1, step), tf.pow(beta_2, step)
         index = self._get_variable_index(variable)
         m, v = self._momentums[index], self._velocities[index]
+        if isinstance(gradient, tf.IndexedSlices) and not self.lazy_embeddings:
+            gradient = tf.convert_to_tensor(gradient)  # (vocab, D), zero rows where the batch has no token
         if not isinstance(gradient, tf.IndexedSlices):
             tf.raw_ops.ResourceApplyAdam(
                 var=variable.handle, m=m.handle, v=v.handle, beta1_power=beta_1_power,
@@ -117,7 +133,7 @@ def make_optimizer(train_config, total_steps: int) -> keras.optimizers.Optimizer
 
     Args:
         train_config: a `TrainConfig` (learning_rate, warmup_ratio,
-            weight_decay, clipnorm).
+            weight_decay, clipnorm, lazy_embedding_updates).
         total_steps: the number of optimizer steps of the whole run.
     """
     schedule = WarmupLinearDecay(
@@ -128,6 +144,7 @@ def make_optimizer(train_config, total_steps: int) -> keras.optimizers.Optimizer
         weight_decay=train_config.weight_decay,
         epsilon=1e-6,
         global_clipnorm=train_config.clipnorm,
+        lazy_embeddings=train_config.lazy_embedding_updates,
     )
     optimizer.exclude_from_weight_decay(var_names=NO_DECAY)
     return optimizer
