@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-from tfsft.data.readers import DataError, decoded_lines, json_records
+from tfsft.data.readers import DataError, decoded_lines, json_records, load_tfds_split
 
 SCHEMES = ("auto", "iob1", "iob2", "bioes")
 _TAG = re.compile(r"^([BIES])-(\S+)$")
@@ -225,21 +225,11 @@ def read_token_tfds(name: str, split: str, *, tokens_key: str = "tokens", tags_k
 
     Example: `read_token_tfds("conll2003", "train")` (features `tokens`, `ner`).
     """
-    import tensorflow_datasets as tfds
-
     source = f"tfds:{name}[{split}]"
-    try:
-        dataset, info = tfds.load(name, split=split, data_dir=data_dir, with_info=True)
-    except Exception as e:  # download or name errors come in many types
-        raise DataError(f"{source}: cannot load ({type(e).__name__}: {e}). Offline? Point data.data_dir "
-                        "or TFSFT_DATA_DIR at local CoNLL files instead.") from None
-    features = info.features
-    for key in (tokens_key, tags_key):
-        if key not in features:
-            raise DataError(f"{source}: no feature {key!r}; the dataset has {', '.join(features.keys())}")
+    records, features = load_tfds_split(name, split, data_dir, [tokens_key, tags_key], "local CoNLL files")
     names = list(getattr(getattr(features[tags_key], "feature", None), "names", []) or []) or None
     sentences = _Sentences(source, scheme, token_per_line=False, max_examples=max_examples)
-    for number, record in enumerate(tfds.as_numpy(dataset), start=1):
+    for number, record in enumerate(records, start=1):
         tokens = [t.decode("utf-8") for t in record[tokens_key]]
         tags = [names[int(t)] if names else (t.decode("utf-8") if isinstance(t, bytes) else str(t))
                 for t in record[tags_key]]

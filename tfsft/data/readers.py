@@ -201,6 +201,28 @@ def read_jsonl(
     return collector.result()
 
 
+def load_tfds_split(name: str, split: str, data_dir: Optional[str], keys: list[Optional[str]],
+                    local_files: str = "local files"):
+    """`(records, features)` of a TFDS split — its records as NumPy — checking that every key in `keys` (None skipped) is a feature.
+
+    Errors name the split as `tfds:<name>[<split>]`: a dataset that cannot be
+    loaded (offline: point at `local_files` instead) or a missing feature.
+    """
+    import tensorflow_datasets as tfds
+
+    source = f"tfds:{name}[{split}]"
+    try:
+        dataset, info = tfds.load(name, split=split, data_dir=data_dir, with_info=True)
+    except Exception as e:  # download or name errors come in many types
+        raise DataError(f"{source}: cannot load ({type(e).__name__}: {e}). Offline? Point data.data_dir "
+                        f"or TFSFT_DATA_DIR at {local_files} instead.") from None
+    features = info.features
+    for key in keys:
+        if key is not None and key not in features:
+            raise DataError(f"{source}: no feature {key!r}; the dataset has {', '.join(features.keys())}")
+    return tfds.as_numpy(dataset), features
+
+
 def read_tfds(
     name: str,
     split: str,
@@ -217,22 +239,12 @@ def read_tfds(
     Integer `ClassLabel` labels become their class names, which are also
     returned as `label_names` so the label order matches the dataset's.
     """
-    import tensorflow_datasets as tfds
-
     source = f"tfds:{name}[{split}]"
-    try:
-        dataset, info = tfds.load(name, split=split, data_dir=data_dir, with_info=True)
-    except Exception as e:  # download or name errors come in many types
-        raise DataError(f"{source}: cannot load ({type(e).__name__}: {e}). Offline? Point data.data_dir "
-                        "or TFSFT_DATA_DIR at local files instead.") from None
-    features = info.features
-    for key in (text_column, text_pair_column, label_column):
-        if key is not None and key not in features:
-            raise DataError(f"{source}: no feature {key!r}; the dataset has {', '.join(features.keys())}")
+    records, features = load_tfds_split(name, split, data_dir, [text_column, text_pair_column, label_column])
     label_feature = features[label_column] if label_column else None
     names = list(getattr(label_feature, "names", []) or []) or None
     collector = _Collector(source, text_pair_column is not None, label_column is not None, skip_empty)
-    for record_number, record in enumerate(tfds.as_numpy(dataset), start=1):
+    for record_number, record in enumerate(records, start=1):
         def text(key):
             value = record[key]
             return value.decode("utf-8") if isinstance(value, bytes) else str(value)
