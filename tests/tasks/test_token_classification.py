@@ -264,7 +264,7 @@ def test_word_casing_classes():
 
 
 def test_encoder_gives_every_subword_its_words_casing(ner_tokenizer):
-    encoder = WordWindowEncoder(ner_tokenizer, sequence_length=8, stride=3)
+    encoder = WordWindowEncoder(ner_tokenizer, sequence_length=8, stride=3, casing=True)
     words = tf.ragged.constant([["EU", "rejects", "Germanyx", "1996", "."], ["Peter"]])
     out = tf.function(encoder)(words)
     casing, word = out["token_casing"].numpy(), out["token_word"].numpy()
@@ -283,7 +283,7 @@ def test_casing_model_starts_as_the_pretrained_backbone_and_learns_the_casing_ta
     backbone = tiny_bert(ner_tokenizer.vocabulary_size())
     plain, cased = ner_task().build_model(backbone), ner_task(casing=True).build_model(backbone)
     cased.get_layer("tag_logits").set_weights(plain.get_layer("tag_logits").get_weights())  # same head
-    encoded = tf.function(WordWindowEncoder(ner_tokenizer, 16))(tf.ragged.constant([["EU", "rejects", "German", "lamb"]]))
+    encoded = tf.function(WordWindowEncoder(ner_tokenizer, 16, casing=True))(tf.ragged.constant([["EU", "rejects", "German", "lamb"]]))
     inputs = {k: encoded[k] for k in cased.input}
     np.testing.assert_allclose(cased(inputs, training=False), plain({k: inputs[k] for k in plain.input}, training=False),
                                atol=1e-6)  # zero-initialised casing table: the backbone unchanged

@@ -36,6 +36,7 @@ class WordWindowEncoder(keras.layers.Layer):
         sequence_length: the longest packed window, [CLS] and [SEP] included.
         stride: subwords between the starts of consecutive windows of a long
             sentence, 1 ≤ stride ≤ sequence_length - 2 (default: half of that).
+        casing: also return `token_casing` (for `task.casing`).
 
     Call args:
         words: string `tf.RaggedTensor` (B, [W]).
@@ -48,15 +49,17 @@ class WordWindowEncoder(keras.layers.Layer):
             word each subword belongs to (-1 at [CLS], [SEP] and padding);
         `token_first`: (NW, L) bool, the subword starts its word;
         `token_owner`: (NW, L) bool, this window's prediction is the one kept;
-        `token_casing`: (NW, L) int32, the casing class of the subword's word
-            (`tfsft.models.casing.word_casing`; 0 at [CLS], [SEP] and padding).
+        with `casing`, `token_casing`: (NW, L) int32, the casing class of the
+            subword's word (`tfsft.models.casing.word_casing`; 0 at [CLS],
+            [SEP] and padding).
 
     Example:
         >>> encoder = WordWindowEncoder(tokenizer, sequence_length=128)
         >>> out = encoder(tf.ragged.constant([["EU", "rejects", "German", "call"]]))
     """
 
-    def __init__(self, tokenizer, sequence_length: int, stride: int | None = None, **kwargs):
+    def __init__(self, tokenizer, sequence_length: int, stride: int | None = None, casing: bool = False,
+                 **kwargs):
         super().__init__(**kwargs)
         budget = sequence_length - 2
         if budget < 1:
@@ -68,6 +71,7 @@ class WordWindowEncoder(keras.layers.Layer):
         self.tokenizer = tokenizer
         self.sequence_length = sequence_length
         self.stride = stride
+        self.casing = casing
         ids = special_token_ids(tokenizer)
         self.pad_id, self.cls_id, self.sep_id = ids["pad"], ids["start"], ids["end"]
         self.unk_id = tokenizer.token_to_id(tokenizer.oov_token) if hasattr(tokenizer, "oov_token") else 0
@@ -115,7 +119,7 @@ class WordWindowEncoder(keras.layers.Layer):
 
         token_ids = pack(tf.gather(sub_ids, global_index), self.cls_id, self.sep_id, self.pad_id)
         padding_mask = tf.sequence_mask(length + 2, tf.shape(token_ids, out_type=tf.int64)[1], dtype=tf.int32)
-        return {
+        encoded = {
             "token_ids": tf.cast(token_ids, tf.int32),
             "segment_ids": tf.zeros_like(padding_mask),
             "padding_mask": padding_mask,
@@ -123,5 +127,7 @@ class WordWindowEncoder(keras.layers.Layer):
             "token_word": tf.cast(pack(tf.gather(sub_word, global_index), -1, -1, -1), tf.int32),
             "token_first": pack(tf.gather(sub_first, global_index), False, False, False),
             "token_owner": pack(owner, False, False, False),
-            "token_casing": pack(tf.gather(tf.gather(word_casing(flat), sub_word), global_index), 0, 0, 0),
         }
+        if self.casing:
+            encoded["token_casing"] = pack(tf.gather(tf.gather(word_casing(flat), sub_word), global_index), 0, 0, 0)
+        return encoded

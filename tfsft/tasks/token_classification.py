@@ -162,7 +162,7 @@ class TokenClassificationTask:
         return read_token_split(self.data, split, self.options.scheme)
 
     def make_encoder(self, tokenizer, sequence_length: int) -> WordWindowEncoder:
-        return WordWindowEncoder(tokenizer, sequence_length, self.options.stride)
+        return WordWindowEncoder(tokenizer, sequence_length, self.options.stride, casing=self.options.casing)
 
     def encode(self, examples: TokenExamples, encoder: WordWindowEncoder, training: bool) -> EncodedSplit:
         """Windows with per-subword targets and weights, tokenized in-graph and cached.
