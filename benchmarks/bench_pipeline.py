@@ -41,7 +41,7 @@ def parse_args(argv=None):
 def run_tfsft(texts: list[str], labels: list[int]) -> dict:
     import numpy as np
 
-    from tfsft.config import load_config
+    from tfsft.experiment import load_config
     from tfsft.data.pipeline import encode_examples, training_dataset
     from tfsft.models.backbones import load_backbone
     from tfsft.tasks import get_task

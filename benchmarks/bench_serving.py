@@ -55,7 +55,7 @@ def prepare(run_dir: Path) -> Path:
     Always rebuilt, so the export reflects the current library and config.
     """
     os.environ.setdefault("TFSFT_DATA_DIR", str(data_dir()))
-    from tfsft.config import load_config
+    from tfsft.experiment import load_config
     from tfsft.export import export
     from tfsft.training import train
 

@@ -69,7 +69,7 @@ def main(argv=None) -> None:
     import keras
 
     import tfsft.training
-    from tfsft.config import load_config
+    from tfsft.experiment import load_config
     from tfsft.models.backbones import resolve_source
 
     base = load_config(args.config)

@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tfsft.config import ConfigError, config_from_mapping, load_config, save_config
+from tfsft.config import ConfigError, save_config
+from tfsft.experiment import config_from_mapping, load_config
 
 REPO = Path(__file__).resolve().parents[1]
 

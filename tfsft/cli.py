@@ -70,7 +70,7 @@ def run(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     _quiet_tensorflow()
     if args.command == "train":
-        from tfsft.config import load_config
+        from tfsft.experiment import load_config
         from tfsft.export import export
         from tfsft.training import train
 
@@ -78,8 +78,8 @@ def run(argv: list[str]) -> int:
         if args.export:
             export(result.run_dir)
     elif args.command == "pretrain":
-        from tfsft.config import load_config
-        from tfsft.tasks.pretraining import pretrain
+        from tfsft.experiment import load_config
+        from tfsft.training import pretrain
 
         pretrain(load_config(args.config, args.overrides))
     elif args.command == "generate":

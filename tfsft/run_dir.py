@@ -11,19 +11,22 @@ Layout::
               logs/                  TensorBoard events; history.csv
               metrics.json           evaluation metrics; confusion_matrix.png
               export/<name>/<ver>/   the SavedModel for TF Serving
+              preset/                backbone + tokenizer as a KerasHub preset (`tfsft pretrain`)
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import keras
 import keras_hub  # noqa: F401  (registers the KerasHub classes for deserialization)
 
-from tfsft.config import ExperimentConfig, load_config
+from tfsft.config import ExperimentConfig
+from tfsft.experiment import load_config
 from tfsft.tasks import get_task
 
 
@@ -74,3 +77,19 @@ def load_run(path: str | Path) -> LoadedRun:
     model = keras.saving.load_model(path / "model.keras", compile=False)
     tokenizer = load_tokenizer(path / "tokenizer")
     return LoadedRun(config, task, model, tokenizer, path)
+
+
+def save_preset(run_dir: Path, preset_dir: Path) -> Path:
+    """Saves the trained backbone and tokenizer of a run as a KerasHub preset folder.
+
+    `keras_hub.models.Backbone.from_preset(preset_dir)` and
+    `keras_hub.models.Tokenizer.from_preset(preset_dir)` load it back.
+    """
+    with warnings.catch_warnings():  # compile=False: the saved optimizer state is not needed
+        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+        model = keras.saving.load_model(run_dir / "model.keras", compile=False)
+    tokenizer = load_tokenizer(run_dir / "tokenizer")
+    preset_dir.mkdir(parents=True, exist_ok=True)
+    model.backbone.save_to_preset(str(preset_dir))
+    tokenizer.save_to_preset(str(preset_dir))
+    return preset_dir

@@ -1,5 +1,9 @@
 """Training: strategy scope → build → compile (AdamW + warm-up) → `Model.fit`.
 
+`train()` fine-tunes any task, `evaluate()` scores a finished run, and
+`pretrain()` (`tfsft pretrain`) trains a tokenizer, pretrains with `train()` and
+saves a KerasHub preset that fine-tuning loads.
+
 One loop serves CPU, GPU, multi-worker and TPU through `tf.distribute`. Training
 is cut into *intervals* of `train.eval_every_steps` steps (Keras "epochs" over a
 repeated dataset): each interval ends with validation, the best checkpoint and a
@@ -22,13 +26,14 @@ import keras
 import tensorflow as tf
 
 from tfsft import evaluation
-from tfsft.config import ExperimentConfig, save_config
+from tfsft.config import ConfigError, ExperimentConfig, save_config
 from tfsft.data.pipeline import evaluation_dataset, training_dataset
 from tfsft.models import fast_matmul
 from tfsft.models.backbones import load_backbone
 from tfsft.optimization import make_optimizer
-from tfsft.run_dir import load_run, save_artifacts
+from tfsft.run_dir import load_run, save_artifacts, save_preset
 from tfsft.tasks import get_task
+from tfsft.tasks.pretraining import prepare_tokenizer
 
 
 class TrainingDivergedError(RuntimeError):
@@ -96,10 +101,9 @@ def make_strategy(train_config) -> tf.distribute.Strategy:
 
 
 def configure_runtime(config: ExperimentConfig) -> None:
-    """Seeds every RNG, sets the global precision policy and the fast projection matmul."""
+    """Seeds every RNG and sets the global precision policy."""
     keras.utils.set_random_seed(config.seed)
     keras.mixed_precision.set_dtype_policy(config.train.precision)
-    fast_matmul.install()
 
 
 def _best_so_far(history_csv: Path, monitor: str):
@@ -130,6 +134,7 @@ class TrainResult:
     steps: int
 
 
+@fast_matmul.fast_projections()
 def train(config: ExperimentConfig, log: Callable[[str], None] = print,
           callbacks: Sequence[keras.callbacks.Callback] = ()) -> TrainResult:
     """Fine-tunes the configured model and evaluates it on the validation split.
@@ -140,7 +145,7 @@ def train(config: ExperimentConfig, log: Callable[[str], None] = print,
         callbacks: extra Keras callbacks, run after tfsft's own.
 
     Example:
-        >>> from tfsft.config import load_config
+        >>> from tfsft.experiment import load_config
         >>> result = train(load_config("configs/sst2_minilm.yaml"))
         >>> result.metrics["accuracy"]
     """
@@ -248,9 +253,9 @@ def train(config: ExperimentConfig, log: Callable[[str], None] = print,
     return TrainResult(run, metrics, seconds, plan.total_steps)
 
 
+@fast_matmul.fast_projections()
 def evaluate(run_dir: str | Path, split: str = "validation", log: Callable[[str], None] = print) -> dict:
     """Evaluates a finished run on `split`; writes `metrics_<split>.json`."""
-    fast_matmul.install()
     loaded = load_run(run_dir)
     config = loaded.config
     keras.mixed_precision.set_dtype_policy(config.train.precision)
@@ -263,3 +268,49 @@ def evaluate(run_dir: str | Path, split: str = "validation", log: Callable[[str]
     evaluation.write_metrics(metrics, loaded.path / f"metrics_{split}.json")
     log(evaluation.format_table(metrics, split))
     return metrics
+
+
+@dataclass
+class PretrainResult:
+    run_dir: Path
+    preset_dir: Path
+    metrics: dict
+    seconds: float
+
+
+def pretrain(config, log: Callable[[str], None] = print) -> PretrainResult:
+    """Tokenizer → pretraining with `tfsft.training.train` → `<run_dir>/preset/`.
+
+    Args:
+        config: an `ExperimentConfig` with task `masked_lm` or `causal_lm` and
+            `train.max_steps` set (pretraining budgets are counted in steps).
+        log: where progress lines go.
+
+    Returns:
+        The run directory, the preset folder, held-out metrics and seconds.
+
+    Example:
+        >>> result = pretrain(load_config("configs/pretrain_bert_small.yaml"))
+        >>> keras_hub.models.Backbone.from_preset(str(result.preset_dir))
+    """
+    start = time.time()
+    problems = []
+    if config.task.name not in ("masked_lm", "causal_lm"):
+        problems.append(("task.name", f"tfsft pretrain runs masked_lm or causal_lm. Received: {config.task.name!r}"))
+    if config.train.max_steps is None:
+        problems.append(("train.max_steps", "required for pretraining (its budget is counted in optimizer steps)"))
+    expected = {"masked_lm": "bert", "causal_lm": "gpt2"}.get(config.task.name)
+    if expected and config.model.architecture != expected:
+        problems.append(("model.architecture", (f"task {config.task.name} needs {expected}. "
+                         f"Received: {config.model.architecture!r}")))
+    if problems:
+        raise ConfigError("pretraining config", problems)
+    if config.model.backbone == "random":
+        prepare_tokenizer(config, get_task(config), log)
+    result = train(config, log)
+    preset = save_preset(result.run_dir, result.run_dir / "preset")
+    state = json.loads((result.run_dir / "task.json").read_text(encoding="utf-8"))
+    for split, stats in state.get("corpus", {}).items():
+        log(f"{split} corpus: " + ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in stats.items()))
+    log(f"Saved the pretrained backbone + tokenizer to {preset} (fine-tune with model.backbone: {preset})")
+    return PretrainResult(result.run_dir, preset, result.metrics, time.time() - start)

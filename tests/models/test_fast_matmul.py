@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfsft.models.fast_matmul import _projection_split, install, projection_matmul
+from tfsft.models import fast_matmul
+from tfsft.models.fast_matmul import _projection_split, projection_matmul
 
 
 @pytest.mark.parametrize("subscripts, k", [
@@ -34,16 +35,45 @@ def test_values_and_gradients_match_einsum(subscripts, x_shape, w_shape):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)
 
 
-def test_installed_keras_multi_head_attention_is_unchanged():
+def _keras_einsum():
+    from keras.src.backend.tensorflow import numpy as tf_numpy
+
+    return tf_numpy.einsum
+
+
+def test_scoped_fast_path_is_taken_inside_and_keras_restored_outside(monkeypatch):
+    """Fails with a clear message when the Keras internal the fast path hooks into changes."""
     import keras
 
+    calls = []
+    real = fast_matmul.projection_matmul
+    monkeypatch.setattr(fast_matmul, "projection_matmul", lambda *a: calls.append(1) or real(*a))
     rng = np.random.default_rng(1)
     q = rng.normal(size=(2, 5, 16)).astype("float32")
     layer = keras.layers.MultiHeadAttention(num_heads=2, key_dim=8)
+    original = _keras_einsum()
     before = layer(q, q).numpy()
-    install()
-    install()  # idempotent
-    from keras.src.backend.tensorflow import numpy as tf_numpy
+    assert not calls
+    with fast_matmul.fast_projections():
+        with fast_matmul.fast_projections():  # nesting is a no-op
+            inside = layer(q, q).numpy()
+    assert calls, ("keras.layers.MultiHeadAttention no longer reaches keras.src.backend.tensorflow.numpy.einsum: "
+                   "the Keras internal tfsft/models/fast_matmul.py relies on changed")
+    assert _keras_einsum() is original, "Keras' einsum was not restored on exit"
+    np.testing.assert_allclose(inside, before, atol=1e-5)
+    calls.clear()
+    layer(q, q)
+    assert not calls
 
-    assert tf_numpy.einsum._tfsft_fast
-    np.testing.assert_allclose(layer(q, q).numpy(), before, atol=1e-5)
+
+def test_keras_is_restored_when_the_block_raises():
+    original = _keras_einsum()
+    with pytest.raises(ValueError), fast_matmul.fast_projections():
+        raise ValueError("boom")
+    assert _keras_einsum() is original
+
+
+def test_importing_tfsft_leaves_keras_untouched():
+    import tfsft.training  # noqa: F401
+
+    assert not hasattr(_keras_einsum(), "tfsft_original")

@@ -10,16 +10,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfsft.config import ConfigError, config_from_mapping, load_config
+from tfsft.config import ConfigError
 from tfsft.data.corpus import Corpus
+from tfsft.experiment import config_from_mapping, load_config
 from tfsft.generation import generate, load_causal_lm
-from tfsft.tasks.pretraining import (
-    CausalLMEncoder,
-    MaskedLMOptions,
-    MaskedLMTask,
-    pretrain,
-)
-from tfsft.training import train
+from tfsft.tasks.pretraining import CausalLMEncoder, MaskedLMOptions, MaskedLMTask
+from tfsft.training import pretrain, train
 
 VOCAB = ["[PAD]", "[CLS]", "[SEP]", "[UNK]", "[MASK]"] + [f"w{i}" for i in range(995)]
 PAD, CLS, SEP, MASK = 0, 1, 2, 4

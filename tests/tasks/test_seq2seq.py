@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfsft.config import ModelConfig, config_from_mapping, load_config
-from tfsft.decoding import greedy_search
+from tfsft.config import ModelConfig
+from tfsft.experiment import config_from_mapping, load_config
 from tfsft.models.backbones import load_seq2seq_backbone
-from tfsft.sentencepiece_training import train_sentencepiece
-from tfsft.tasks.seq2seq import (
+from tfsft.models.tokenizer_training import train_sentencepiece
+from tfsft.tasks.translation.search import greedy_search
+from tfsft.tasks.translation.task import (
     SequenceCrossentropy,
     TokenAccuracy,
     TranslationEncoder,

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO, tiny_model, tiny_train
-from tfsft.config import config_from_mapping, load_config
+from tfsft.experiment import config_from_mapping, load_config
 from tfsft.export import export, predict, run_in_fresh_process
 from tfsft.training import StopOnNaN, TrainingDivergedError, evaluate, train
 

@@ -14,14 +14,25 @@ import tensorflow as tf
 from seqeval.metrics import f1_score
 from seqeval.metrics.sequence_labeling import get_entities
 
-from tfsft.config import ConfigError, config_from_mapping, load_config
+from tfsft.config import ConfigError
 from tfsft.data.conll import TokenExamples, read_conll
 from tfsft.data.readers import DataError
+from tfsft.experiment import config_from_mapping, load_config
 from tfsft.models.casing import CASINGS, word_casing
-from tfsft.tasks.ner_decoding import EntityF1, TagAccuracy, iob2_chunks, iob2_viterbi, label_tables, split_words
-from tfsft.tasks.ner_serving import tag_probabilities
-from tfsft.tasks.ner_windows import WordWindowEncoder
-from tfsft.tasks.token_classification import TokenClassificationOptions, TokenClassificationTask
+from tfsft.tasks.token_classification import (
+    TokenClassificationOptions,
+    TokenClassificationTask,
+)
+from tfsft.tasks.token_classification.decoding import (
+    EntityF1,
+    TagAccuracy,
+    iob2_chunks,
+    iob2_viterbi,
+    label_tables,
+    split_words,
+)
+from tfsft.tasks.token_classification.serving import tag_probabilities
+from tfsft.tasks.token_classification.windows import WordWindowEncoder
 
 REPO = Path(__file__).resolve().parents[2]
 DATA_DIR = Path(os.environ.get("TFSFT_DATA_DIR", REPO / ".." / "shared" / "data"))

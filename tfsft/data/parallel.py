@@ -25,14 +25,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from tfsft.data.readers import (
-    FORMATS,
     DataError,
     TextExamples,
     _Collector,
     decoded_lines,
-    read_jsonl,
-    read_table,
-    read_tfds,
+    read_split,
 )
 
 
@@ -86,20 +83,10 @@ def language_codes(data) -> tuple[str, str]:
 def read_translation_split(data, split: str) -> TextExamples:
     """Reads split `split` ("train", "validation", "test") of a translation `DataConfig`."""
     source, target = language_codes(data)
-    common = {"text_column": source, "text_pair_column": target, "label_column": None,
-                  "skip_empty": data.skip_empty, "max_examples": data.max_examples}
-    if data.use_files():
-        if split not in data.files:
-            raise DataError(f"no data.files.{split} in the config; it has {', '.join(data.files) or 'none'}")
-        path = data.file_path(split)
-        fmt = data.format or FORMATS.get(path.suffix.lower())
-        if fmt is None:
-            return read_parallel_text(path.with_name(f"{path.name}.{source}"), path.with_name(f"{path.name}.{target}"),
-                                      skip_empty=data.skip_empty, max_examples=data.max_examples)
-        if fmt == "jsonl":
-            return read_jsonl(path, **common)
-        return read_table(path, delimiter="\t" if fmt == "tsv" else ",", header=data.header, **common)
-    tfds_split = getattr(data.tfds, split, None) if data.tfds else None
-    if not tfds_split:
-        raise DataError(f"no data.tfds.{split} split in the config")
-    return read_tfds(data.tfds.name, tfds_split, data_dir=data.tfds.data_dir, **common)
+
+    def parallel_files(path: Path) -> TextExamples:
+        return read_parallel_text(path.with_name(f"{path.name}.{source}"), path.with_name(f"{path.name}.{target}"),
+                                  skip_empty=data.skip_empty, max_examples=data.max_examples)
+
+    columns = {"text_column": source, "text_pair_column": target, "label_column": None}
+    return read_split(data, split, columns=columns, read_suffixless=parallel_files)

@@ -11,7 +11,7 @@ import csv
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 
 class DataError(ValueError):
@@ -264,21 +264,38 @@ def read_tfds(
 FORMATS = {".tsv": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl"}
 
 
-def read_split(data, split: str, *, require_label: bool = True) -> TextExamples:
-    """Reads split `split` ("train", "validation", "test") of a `DataConfig`."""
-    label_column = data.label_column if require_label else None
+def read_split(data, split: str, *, require_label: bool = True, columns: Optional[dict] = None,
+               read_suffixless: Optional[Callable[[Path], TextExamples]] = None) -> TextExamples:
+    """Reads split `split` ("train", "validation", "test") of a `DataConfig`.
+
+    The one dispatch of every text task: local files by suffix (or
+    `data.format`), else the TFDS source.
+
+    Args:
+        data: the `DataConfig`.
+        split: "train", "validation" or "test".
+        require_label: read `data.label_column` (else no labels).
+        columns: `text_column` / `text_pair_column` / `label_column` to use
+            instead of the config's (e.g. translation's language codes).
+        read_suffixless: reads a file path with no known suffix (e.g. the
+            line-aligned `<path>.<lang>` files of translation); without it
+            such a path is an error.
+    """
     common = dict(
         text_column=data.text_column,
         text_pair_column=data.text_pair_column,
-        label_column=label_column,
+        label_column=data.label_column if require_label else None,
         skip_empty=data.skip_empty,
         max_examples=data.max_examples,
     )
+    common.update(columns or {})
     if data.use_files():
         if split not in data.files:
             raise DataError(f"no data.files.{split} in the config; it has {', '.join(data.files) or 'none'}")
         path = data.file_path(split)
         fmt = data.format or FORMATS.get(path.suffix.lower())
+        if fmt is None and read_suffixless is not None:
+            return read_suffixless(path)
         if fmt is None:
             raise DataError(f"{path}: cannot tell the format from the suffix; set data.format to tsv, csv or jsonl")
         if fmt == "jsonl":

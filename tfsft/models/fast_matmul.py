@@ -8,16 +8,18 @@ about a third of a MiniLM fine-tuning step.
 
 When the contracted letters are the trailing axes of x and the leading axes of W,
 the einsum is one plain matmul of x reshaped to (B·T, D) with W reshaped to
-(D, HK); its gradients are two plain matmuls. `install()` routes exactly those
-einsums through that path and leaves every other einsum to Keras. The result is
+(D, HK); its gradients are two plain matmuls. Inside `with fast_projections():`
+exactly those einsums take that path and every other einsum stays with Keras. The result is
 mathematically identical (tests/models/test_fast_matmul.py checks values and
 gradients against `tf.einsum`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 
+import keras
 import tensorflow as tf
 
 
@@ -50,14 +52,20 @@ def projection_matmul(x: tf.Tensor, w: tf.Tensor, contracted: int) -> tf.Tensor:
     return tf.reshape(flat, tf.concat([batch_shape, out_tail], axis=0))
 
 
-def install() -> None:
-    """Routes Keras' TensorFlow `einsum` projections through `projection_matmul` (idempotent)."""
-    from keras.src.backend.tensorflow import numpy as tf_numpy
+def _keras_tensorflow_numpy():
+    """Keras' TF-backend numpy module, whose `einsum` every `keras.ops.einsum` call reaches."""
+    try:
+        from keras.src.backend.tensorflow import numpy as tf_numpy
+    except ImportError as e:
+        raise RuntimeError(f"fast_projections: Keras {keras.__version__} has no keras.src.backend.tensorflow.numpy "
+                           "(a Keras internal this speed-up relies on); update tfsft/models/fast_matmul.py") from e
+    if not callable(getattr(tf_numpy, "einsum", None)):
+        raise RuntimeError(f"fast_projections: Keras {keras.__version__}'s TF backend has no numpy.einsum; "
+                           "update tfsft/models/fast_matmul.py")
+    return tf_numpy
 
-    original = tf_numpy.einsum
-    if getattr(original, "_tfsft_fast", False):
-        return
 
+def _fast_einsum(original):
     @functools.wraps(original)
     def einsum(subscripts, *operands, **kwargs):
         contracted = _projection_split(subscripts) if len(operands) == 2 and not kwargs else None
@@ -68,5 +76,26 @@ def install() -> None:
                 return projection_matmul(x, w, contracted)
         return original(subscripts, *operands, **kwargs)
 
-    einsum._tfsft_fast = True
-    tf_numpy.einsum = einsum
+    einsum.tfsft_original = original
+    return einsum
+
+
+@contextlib.contextmanager
+def fast_projections():
+    """Inside the block, Keras' TF `einsum` projections run as `projection_matmul`.
+
+    Scoped to tfsft's own training, evaluation and export calls (also usable as
+    a decorator); Keras' own `einsum` is restored on exit, so user code outside
+    these calls is untouched. Graphs traced inside the block keep the fast path.
+    Nested use is a no-op.
+    """
+    tf_numpy = _keras_tensorflow_numpy()
+    original = tf_numpy.einsum
+    if hasattr(original, "tfsft_original"):  # already inside a block
+        yield
+        return
+    tf_numpy.einsum = _fast_einsum(original)
+    try:
+        yield
+    finally:
+        tf_numpy.einsum = original

@@ -1,7 +1,9 @@
-"""Tasks: a dict from task name to the class that builds, trains and serves it.
+"""Tasks: one explicit table from task name to the class that builds, trains and serves it.
 
-A task class is constructed as `Task(options, data_config)` and provides what
-`training.py` and `export.py` call, so those stay task-agnostic:
+A task class carries its options dataclass as `options_class` (validated by
+`tfsft.config` under `task:`), is constructed as `Task(options, data_config)`
+and provides what `training.py` and `export.py` call, so those stay
+task-agnostic (tasks never import the training loop or the run directory):
 
 - data: `read(split) -> examples`, `fit_labels(train_examples)`,
   `make_encoder(tokenizer, sequence_length)` (a Keras layer, used by tf.data
@@ -18,10 +20,10 @@ A task class is constructed as `Task(options, data_config)` and provides what
   tokenizer)`, used instead of `load_backbone` (e.g. to train a tokenizer first).
 """
 
-from tfsft.tasks.seq2seq import TranslationTask
 from tfsft.tasks.pretraining import CausalLMTask, MaskedLMTask
 from tfsft.tasks.text_classification import TextClassificationTask, TextRegressionTask
 from tfsft.tasks.token_classification import TokenClassificationTask
+from tfsft.tasks.translation import TranslationTask
 
 TASKS = {
     "text_classification": TextClassificationTask,

@@ -18,17 +18,15 @@
 Metrics on the held-out split: token accuracy and perplexity
 `exp(Σ_i w_i · CE_i / Σ_i w_i)` over the predicted positions.
 
-`pretrain(config)` is the `tfsft pretrain` stage: train the tokenizer (when
-its files do not exist yet), train with `tfsft.training.train`, then save the
-backbone + tokenizer as a KerasHub preset folder `<run_dir>/preset/` that
-`tfsft train` fine-tunes via `model.backbone: <run_dir>/preset`.
+`prepare_tokenizer(config, task)` trains the tokenizer files when they do not
+exist yet; `tfsft.training.pretrain` runs it, trains, and saves the backbone +
+tokenizer as a KerasHub preset folder `<run_dir>/preset/` that `tfsft train`
+fine-tunes via `model.backbone: <run_dir>/preset`.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +37,6 @@ import keras_hub
 import numpy as np
 import tensorflow as tf
 
-from tfsft.config import ConfigError, register_task_options
 from tfsft.data.corpus import Corpus, read_corpus
 from tfsft.data.pipeline import EncodedSplit, evaluation_dataset
 from tfsft.data.readers import DataError
@@ -55,7 +52,6 @@ def _check_rate(errors: list, name: str, value: float) -> None:
         errors.append((name, f"must be in [0, 1]. Received: {value}"))
 
 
-@register_task_options("masked_lm")
 @dataclass
 class MaskedLMOptions:
     """Options of `task: {name: masked_lm}`.
@@ -94,7 +90,6 @@ class MaskedLMOptions:
         return errors
 
 
-@register_task_options("causal_lm")
 @dataclass
 class CausalLMOptions:
     """Options of `task: {name: causal_lm}`.
@@ -256,6 +251,8 @@ def rows_dataset(rows: tf.RaggedTensor) -> tf.data.Dataset:
 class MaskedLMTask(_PretrainingTask):
     """BERT masked-LM pretraining with dynamic masking."""
 
+    options_class = MaskedLMOptions
+
     def make_encoder(self, tokenizer, sequence_length: int) -> MaskedLMEncoder:
         self.encoder = MaskedLMEncoder(tokenizer, sequence_length, self.options)
         return self.encoder
@@ -344,6 +341,8 @@ class CausalLMEncoder:
 class CausalLMTask(_PretrainingTask):
     """GPT-2 causal-LM pretraining on packed blocks."""
 
+    options_class = CausalLMOptions
+
     def make_encoder(self, tokenizer, sequence_length: int) -> CausalLMEncoder:
         self.encoder = CausalLMEncoder(tokenizer, sequence_length)
         return self.encoder
@@ -381,16 +380,8 @@ class CausalLMTask(_PretrainingTask):
 
 
 # ----------------------------------------------------------------------------
-# The `tfsft pretrain` stage
+# The tokenizer `tfsft pretrain` (tfsft.training.pretrain) trains first
 # ----------------------------------------------------------------------------
-
-
-@dataclass
-class PretrainResult:
-    run_dir: Path
-    preset_dir: Path
-    metrics: dict
-    seconds: float
 
 
 def prepare_tokenizer(config, task, log: Callable[[str], None] = print):
@@ -399,7 +390,7 @@ def prepare_tokenizer(config, task, log: Callable[[str], None] = print):
     `model.vocabulary` (and `model.merges` for GPT-2) are where the files are
     written; existing files are reused (so a resumed run keeps its ids).
     """
-    from tfsft.tokenizer_training import train_byte_level_bpe, train_wordpiece
+    from tfsft.models.tokenizer_training import train_byte_level_bpe, train_wordpiece
 
     model = config.model
     wanted = [model.vocabulary] + ([model.merges] if model.architecture == "gpt2" else [])
@@ -416,65 +407,3 @@ def prepare_tokenizer(config, task, log: Callable[[str], None] = print):
         got = train_wordpiece(corpus.texts, size, Path(model.vocabulary).expanduser(), lowercase=model.lowercase)
         log(f"Trained a WordPiece vocabulary ({got} tokens; asked {size}) on {len(corpus):,} documents "
             f"→ {model.vocabulary}")
-
-
-def save_preset(run_dir: Path, preset_dir: Path) -> Path:
-    """Saves the trained backbone and tokenizer of a run as a KerasHub preset folder.
-
-    `keras_hub.models.Backbone.from_preset(preset_dir)` and
-    `keras_hub.models.Tokenizer.from_preset(preset_dir)` load it back.
-    """
-    from tfsft.run_dir import load_tokenizer
-
-    with warnings.catch_warnings():  # compile=False: the saved optimizer state is not needed
-        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
-        model = keras.saving.load_model(run_dir / "model.keras", compile=False)
-    tokenizer = load_tokenizer(run_dir / "tokenizer")
-    preset_dir.mkdir(parents=True, exist_ok=True)
-    model.backbone.save_to_preset(str(preset_dir))
-    tokenizer.save_to_preset(str(preset_dir))
-    return preset_dir
-
-
-def pretrain(config, log: Callable[[str], None] = print) -> PretrainResult:
-    """Tokenizer → pretraining with `tfsft.training.train` → `<run_dir>/preset/`.
-
-    Args:
-        config: an `ExperimentConfig` with task `masked_lm` or `causal_lm` and
-            `train.max_steps` set (pretraining budgets are counted in steps).
-        log: where progress lines go.
-
-    Returns:
-        The run directory, the preset folder, held-out metrics and seconds.
-
-    Example:
-        >>> result = pretrain(load_config("configs/pretrain_bert_small.yaml"))
-        >>> keras_hub.models.Backbone.from_preset(str(result.preset_dir))
-    """
-    import time
-
-    from tfsft.tasks import get_task
-    from tfsft.training import train
-
-    start = time.time()
-    problems = []
-    if config.task.name not in ("masked_lm", "causal_lm"):
-        problems.append(("task.name", f"tfsft pretrain runs masked_lm or causal_lm. Received: {config.task.name!r}"))
-    if config.train.max_steps is None:
-        problems.append(("train.max_steps", "required for pretraining (its budget is counted in optimizer steps)"))
-    expected = {"masked_lm": "bert", "causal_lm": "gpt2"}.get(config.task.name)
-    if expected and config.model.architecture != expected:
-        problems.append(("model.architecture", (f"task {config.task.name} needs {expected}. "
-                         f"Received: {config.model.architecture!r}")))
-    if problems:
-        raise ConfigError("pretraining config", problems)
-    if config.model.backbone == "random":
-        prepare_tokenizer(config, get_task(config), log)
-    result = train(config, log)
-    preset = save_preset(result.run_dir, result.run_dir / "preset")
-    state = json.loads((result.run_dir / "task.json").read_text(encoding="utf-8"))
-    for split, stats in state.get("corpus", {}).items():
-        log(f"{split} corpus: " + ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in stats.items()))
-    log(f"Saved the pretrained backbone + tokenizer to {preset} (fine-tune with model.backbone: {preset})")
-    return PretrainResult(result.run_dir, preset, result.metrics, time.time() - start)
-

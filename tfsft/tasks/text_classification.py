@@ -10,22 +10,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Callable, Literal, Optional
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from tfsft import evaluation
-from tfsft.config import register_task_options
-from tfsft.data.pipeline import EncodedSplit, TextEncoder, encode_examples, evaluation_dataset
+from tfsft.data.pipeline import (
+    EncodedSplit,
+    TextEncoder,
+    encode_examples,
+    evaluation_dataset,
+)
 from tfsft.data.readers import DataError, TextExamples, read_split
-from tfsft.signatures import TextServingModule
 from tfsft.models.backbones import sequence_output
 from tfsft.models.heads import SequencePooling
 
 
-@register_task_options("text_classification")
 @dataclass
 class TextClassificationOptions:
     """Options of `task: {name: text_classification}`.
@@ -66,7 +68,6 @@ class TextClassificationOptions:
         return errors
 
 
-@register_task_options("text_regression")
 @dataclass
 class TextRegressionOptions:
     """Options of `task: {name: text_regression}` (one real-valued score)."""
@@ -117,8 +118,46 @@ class SparseCrossentropyWithSmoothing(keras.losses.Loss):
         return {**super().get_config(), "label_smoothing": self.label_smoothing}
 
 
+class TextServingModule(tf.Module):
+    """Strings → task answers, for `tf.saved_model.save`.
+
+    Args:
+        model: the trained Keras task model.
+        encoder: the `TextEncoder` used in training.
+        outputs: the task's `serving_outputs(model_outputs) -> dict`.
+        pair: whether the signature takes a second text (`text_pair`).
+    """
+
+    def __init__(self, model, encoder, outputs: Callable, pair: bool):
+        super().__init__(name="tfsft_serving")
+        self.model = model
+        self.encoder = encoder
+        self._outputs = outputs
+        self._input_names = list(model.input) if isinstance(model.input, dict) else None
+        spec = tf.TensorSpec([None], tf.string, name="text")
+        if pair:
+            pair_spec = tf.TensorSpec([None], tf.string, name="text_pair")
+            self.serve = tf.function(self._serve_pair, input_signature=[spec, pair_spec])
+        else:
+            self.serve = tf.function(self._serve_single, input_signature=[spec])
+
+    def _run(self, text, text_pair=None):
+        features, _ = self.encoder(text, text_pair)
+        if self._input_names is not None:
+            features = {k: features[k] for k in self._input_names}
+        return self._outputs(self.model(features, training=False))
+
+    def _serve_single(self, text):
+        return self._run(text)
+
+    def _serve_pair(self, text, text_pair):
+        return self._run(text, text_pair)
+
+
 class TextClassificationTask:
     """Builds, trains, evaluates and serves a text classifier."""
+
+    options_class = TextClassificationOptions
 
     problem = "classification"
     default_monitor = "val_accuracy"
@@ -224,6 +263,8 @@ class TextClassificationTask:
 
 class TextRegressionTask(TextClassificationTask):
     """One score per text (or pair), trained with mean squared error."""
+
+    options_class = TextRegressionOptions
 
     problem = "regression"
     default_monitor = "val_loss"

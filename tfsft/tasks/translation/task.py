@@ -7,7 +7,7 @@ Model: source ids → encoder; `[start] y_1 … y_n` → decoder (teacher forcin
 T5's d^-0.5 rescale).
 Loss: label-smoothed cross-entropy per target token, padding masked out
 through `sample_weight`, averaged over real target tokens.
-Evaluation: beam search (`tfsft.decoding`) → detokenized text → sacreBLEU
+Evaluation: beam search (`tfsft.tasks.translation.search`) → detokenized text → sacreBLEU
 BLEU and chrF against the raw references; sample translations are written
 beside the metrics (`translations.tsv`).
 Serving: source strings in → translations out; tokenization, the search loop
@@ -27,17 +27,15 @@ import keras_hub
 import numpy as np
 import tensorflow as tf
 
-from tfsft.config import register_task_options
 from tfsft.data.parallel import read_translation_split
 from tfsft.data.pipeline import TOKENIZE_BATCH, EncodedSplit
 from tfsft.data.readers import TextExamples
-from tfsft.decoding import beam_search, greedy_search
 from tfsft.layers import TransformerSeq2SeqBackbone
 from tfsft.models.backbones import load_seq2seq_backbone
-from tfsft.sentencepiece_training import START, train_sentencepiece
+from tfsft.models.tokenizer_training import START, train_sentencepiece
+from tfsft.tasks.translation.search import beam_search, greedy_search
 
 
-@register_task_options("translation")
 @dataclass
 class TranslationOptions:
     """Options of `task: {name: translation}`.
@@ -157,7 +155,7 @@ class TransformerTranslator(keras.Model):
 
 
 def decoding_inputs(model, token_ids, padding_mask, max_length):
-    """The state and step function that `tfsft.decoding` searches with.
+    """The state and step function that `tfsft.tasks.translation.search` searches with.
 
     `TransformerTranslator` re-decodes the whole prefix each step (no KV
     cache in `tfsft.layers`); KerasHub `T5Seq2SeqLM` uses its key/value caches.
@@ -168,7 +166,7 @@ def decoding_inputs(model, token_ids, padding_mask, max_length):
         max_length: generated tokens at most (the cache length is this + 1).
 
     Returns:
-        `(state, step_fn)` as described in `tfsft.decoding`.
+        `(state, step_fn)` as described in `tfsft.tasks.translation.search`.
     """
     if isinstance(model, TransformerTranslator):
         backbone = model.backbone
@@ -297,6 +295,8 @@ class TranslationServingModule(tf.Module):
 
 class TranslationTask:
     """Trains, evaluates and serves a sequence-to-sequence translator."""
+
+    options_class = TranslationOptions
 
     problem = "translation"
     default_monitor = "val_loss"

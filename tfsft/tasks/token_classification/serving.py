@@ -21,7 +21,12 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from tfsft.tasks.ner_decoding import iob2_chunks, iob2_viterbi, label_tables, split_words
+from tfsft.tasks.token_classification.decoding import (
+    iob2_chunks,
+    iob2_viterbi,
+    label_tables,
+    split_words,
+)
 
 
 def tag_probabilities(model, encoder, words: tf.RaggedTensor, input_names: list[str]) -> tf.Tensor:

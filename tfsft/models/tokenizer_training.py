@@ -1,4 +1,4 @@
-"""Tokenizer training: WordPiece for BERT, byte-level BPE for GPT-2.
+"""Tokenizer training: WordPiece for BERT, byte-level BPE for GPT-2, SentencePiece for seq2seq.
 
 * WordPiece: KerasHub `compute_word_piece_vocabulary` (TF Text's
   `bert_vocab_from_dataset` learner) writes a `vocab.txt` that
@@ -15,13 +15,27 @@
   takes the last id, as in GPT-2: KerasHub's `GPT2Tokenizer` pads with id 0,
   and its samplers stop when a padded position holds the end token, so the two
   must differ or generation would stop before it starts.
+* SentencePiece: trained in memory with the `sentencepiece` package and
+  wrapped in a KerasHub `SentencePieceTokenizer` (TF Text ops), so tokenization *and*
+  detokenization run in-graph, in tf.data and inside the exported SavedModel.
+  The run directory keeps it under `tokenizer/` (`save_to_preset`).
+
+  Its special ids are fixed so every model trained here agrees:
+  `<pad>`=0, `</s>`=1 (end), `<unk>`=2, `<s>`=3 (decoder start). Pad 0 and end 1
+  are also T5's ids, so the same vocabulary serves `architecture: t5`.
+
+  Example:
+      >>> proto = train_sentencepiece(["a cat", "eine Katze"] * 50, vocabulary_size=40)
+      >>> tokenizer = keras_hub.tokenizers.SentencePieceTokenizer(proto=proto)
 """
 
 from __future__ import annotations
 
+import io
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Literal
 
 WORDPIECE_RESERVED = ["[PAD]", "[CLS]", "[SEP]", "[UNK]", "[MASK]"]
 END_OF_TEXT = "<|endoftext|>"
@@ -105,3 +119,54 @@ def train_byte_level_bpe(texts: Sequence[str], vocabulary_size: int, vocabulary_
     Path(vocabulary_path).write_text(json.dumps(vocabulary, ensure_ascii=False), encoding="utf-8")
     Path(merges_path).write_text("".join(m + "\n" for m in merges), encoding="utf-8")
     return len(vocabulary)
+
+
+PAD, END, UNK, START = "<pad>", "</s>", "<unk>", "<s>"
+
+
+def train_sentencepiece(
+    texts: Iterable[str],
+    vocabulary_size: int,
+    model_type: Literal["unigram", "bpe"] = "unigram",
+    character_coverage: float = 1.0,
+) -> bytes:
+    """Trains a SentencePiece model and returns its serialized proto.
+
+    Args:
+        texts: training sentences (source and target together for a shared
+            vocabulary).
+        vocabulary_size: pieces in the vocabulary, special tokens included.
+        model_type: "unigram" (Kudo, 2018) or "bpe" (Sennrich et al., 2016).
+        character_coverage: share of characters covered by the alphabet
+            (1.0 keeps every character, right for European languages).
+
+    Returns:
+        The model proto (bytes), for `SentencePieceTokenizer(proto=...)`.
+
+    Raises:
+        ValueError: when the text cannot support `vocabulary_size` pieces
+            (SentencePiece's message names the largest possible size).
+    """
+    import sentencepiece as spm
+
+    model = io.BytesIO()
+    try:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=iter(texts),
+            model_writer=model,
+            vocab_size=vocabulary_size,
+            model_type=model_type,
+            character_coverage=character_coverage,
+            pad_id=0, pad_piece=PAD,
+            eos_id=1, eos_piece=END,
+            unk_id=2, unk_piece=UNK,
+            bos_id=3, bos_piece=START,
+            input_sentence_size=0,  # use every sentence (no sampling): reproducible
+            shuffle_input_sentence=False,
+            num_threads=2,
+            minloglevel=2,
+        )
+    except RuntimeError as e:  # SentencePiece reports a too-large size this way
+        raise ValueError(f"cannot train a SentencePiece vocabulary of {vocabulary_size} pieces: "
+                         f"{str(e).splitlines()[-1]}") from None
+    return model.getvalue()

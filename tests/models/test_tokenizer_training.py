@@ -7,7 +7,7 @@ import keras_hub
 import numpy as np
 import pytest
 
-from tfsft.tokenizer_training import (
+from tfsft.models.tokenizer_training import (
     END_OF_TEXT,
     WORDPIECE_RESERVED,
     train_byte_level_bpe,

@@ -4,7 +4,7 @@ Data: CoNLL / JSON lines / TFDS sentences with one tag per word, converted to
 IOB2 (`tfsft.data.conll`). Alignment: each word is split into WordPiece
 subwords; its label sits on the first subword and the other subwords get
 `sample_weight` 0 (or, with `label_all_subwords`, the continuation label I-X);
-long sentences become overlapping windows (`tfsft.tasks.ner_windows`).
+long sentences become overlapping windows (`tfsft.tasks.token_classification.windows`).
 
 Model: backbone → sequence_output (B, L, D) → dropout → Dense(C) per subword,
 C = number of IOB2 labels. Loss: cross-entropy averaged over the labelled
@@ -13,7 +13,7 @@ unlabelled, so metrics see the mask too). Validation: token accuracy and entity 
 the checkpoint monitor). Evaluation: entity-level precision, recall and F1
 (overall and per type, CoNLL scoring by seqeval) plus word accuracy, of the
 tags decoded as the SavedModel decodes them (Viterbi over valid IOB2 by default).
-Serving: raw sentences → words, tags and entity spans (`ner_serving`).
+Serving: raw sentences → words, tags and entity spans (`serving.py`).
 
 Example config::
 
@@ -31,18 +31,26 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfsft.config import ConfigError, register_task_options
+from tfsft.config import ConfigError
 from tfsft.data.conll import TokenExamples, read_token_split, split_tag
 from tfsft.data.pipeline import AUTOTUNE, TOKENIZE_BATCH, EncodedSplit
 from tfsft.data.readers import DataError
 from tfsft.models.backbones import sequence_output
 from tfsft.models.casing import supports_casing, with_casing_embedding
-from tfsft.tasks.ner_decoding import EntityF1, TagAccuracy, TagCrossentropy, label_tables
-from tfsft.tasks.ner_serving import TokenClassificationServingModule, decode_tags, tag_probabilities
-from tfsft.tasks.ner_windows import WordWindowEncoder
+from tfsft.tasks.token_classification.decoding import (
+    EntityF1,
+    TagAccuracy,
+    TagCrossentropy,
+    label_tables,
+)
+from tfsft.tasks.token_classification.serving import (
+    TokenClassificationServingModule,
+    decode_tags,
+    tag_probabilities,
+)
+from tfsft.tasks.token_classification.windows import WordWindowEncoder
 
 
-@register_task_options("token_classification")
 @dataclass
 class TokenClassificationOptions:
     """Options of `task: {name: token_classification}`.
@@ -115,6 +123,8 @@ def infer_labels(tag_lists: list[list[str]], declared: Optional[list[str]] = Non
 
 class TokenClassificationTask:
     """Builds, trains, evaluates and serves a named-entity tagger."""
+
+    options_class = TokenClassificationOptions
 
     problem = "token_classification"
     default_monitor = "val_entity_f1"

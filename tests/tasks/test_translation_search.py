@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfsft.decoding import beam_search, greedy_search, length_penalty
 from tfsft.layers import TransformerSeq2SeqBackbone
-from tfsft.tasks.seq2seq import TransformerTranslator, decoding_inputs
+from tfsft.tasks.translation.search import beam_search, greedy_search, length_penalty
+from tfsft.tasks.translation.task import TransformerTranslator, decoding_inputs
 
 PAD, END, START = 0, 1, 2
 
