@@ -168,24 +168,37 @@ def test_chunks_match_seqeval_conlleval_rules():
         offset += len(sequence)
 
 
-def test_viterbi_finds_the_best_valid_iob2_sequence():
+VITERBI_LABELS = ["O", "B-LOC", "I-LOC", "B-PER", "I-PER"]
+
+
+def best_valid_sequence(scores):
+    """Brute force: the highest-scoring valid IOB2 sequence of a (W, C) score table."""
     import itertools
 
-    labels = ["O", "B-LOC", "I-LOC", "B-PER", "I-PER"]
-    _, label_types, label_begins = label_tables(labels)
+    labels = VITERBI_LABELS
 
     def valid(sequence):
         return all(not labels[c].startswith("I-") or (j and labels[sequence[j - 1]][2:] == labels[c][2:]
                                                       and sequence[j - 1] != 0) for j, c in enumerate(sequence))
 
+    return list(max((c for c in itertools.product(range(len(labels)), repeat=len(scores)) if valid(c)),
+                    key=lambda c: sum(scores[j, k] for j, k in enumerate(c))))
+
+
+@pytest.mark.parametrize("graph", [False, True])
+@pytest.mark.parametrize("lengths", [(0, 1, 2, 4, 5, 3, 0), (1,), (1, 1, 1), (0,), (0, 1), ()])
+def test_viterbi_finds_the_best_valid_iob2_sequence(lengths, graph):
+    """Also for batches whose sentences are all one word long or empty, in a graph with unknown shapes (the SavedModel's case)."""
+    _, label_types, label_begins = label_tables(VITERBI_LABELS)
+    decode = lambda lp: iob2_viterbi(lp, tf.constant(label_types), tf.constant(label_begins))
+    if graph:
+        decode = tf.function(decode, input_signature=[
+            tf.RaggedTensorSpec([None, None, len(VITERBI_LABELS)], tf.float32, ragged_rank=1)])
     rng = np.random.default_rng(3)
-    sentences = [rng.normal(size=(n, len(labels))).astype(np.float32) for n in (0, 1, 2, 4, 5, 3, 0)]
-    log_probs = tf.RaggedTensor.from_row_lengths(tf.constant(np.concatenate(sentences)), [len(s) for s in sentences])
-    decoded = iob2_viterbi(log_probs, tf.constant(label_types), tf.constant(label_begins)).to_list()
-    for scores, tags in zip(sentences, decoded):
-        best = max((c for c in itertools.product(range(len(labels)), repeat=len(scores)) if valid(c)),
-                   key=lambda c: sum(scores[j, k] for j, k in enumerate(c)))
-        assert tags == list(best)
+    sentences = [rng.normal(size=(n, len(VITERBI_LABELS))).astype(np.float32) for n in lengths]
+    flat = np.concatenate(sentences) if sentences else np.zeros((0, len(VITERBI_LABELS)), np.float32)
+    decoded = decode(tf.RaggedTensor.from_row_lengths(tf.constant(flat), list(lengths), validate=False)).to_list()
+    assert decoded == [best_valid_sequence(scores) for scores in sentences]
 
 
 def test_no_chunks_and_no_words_decode_to_nothing():
@@ -322,13 +335,15 @@ import tensorflow as tf
 import tensorflow_text  # noqa: F401
 assert "tfsft" not in sys.modules and "keras_hub" not in sys.modules
 model = tf.saved_model.load(sys.argv[1])
-texts = json.loads(sys.stdin.read())
-out = {k: v.numpy().tolist() for k, v in model.signatures["serving_default"](text=tf.constant(texts)).items()}
-tokens = model.signatures["serve_tokens"](tokens=tf.constant([["EU", "rejects", "German"], ["Peter", "", ""]]),
-                                          lengths=tf.constant([3, 1], tf.int32))
-out["tokens_word_count"] = tokens["word_count"].numpy().tolist()
-out["tokens_word_tags"] = tokens["word_tags"].numpy().tolist()
-print(json.dumps(out, default=lambda b: b.decode()))
+batches = json.loads(sys.stdin.read())
+out = [{k: v.numpy().tolist() for k, v in model.signatures["serving_default"](text=tf.constant(texts)).items()}
+       for texts in batches]
+tokens = {}
+for name, words, lengths in (("mixed", [["EU", "rejects", "German"], ["Peter", "", ""]], [3, 1]),
+                             ("one_word", [["EU"], ["Peter"]], [1, 1]), ("none", [[""]], [0])):
+    result = model.signatures["serve_tokens"](tokens=tf.constant(words), lengths=tf.constant(lengths, tf.int32))
+    tokens[name] = {k: result[k].numpy().tolist() for k in ("word_count", "word_tags", "entity_count")}
+print(json.dumps({"text": out, "tokens": tokens}, default=lambda b: b.decode()))
 """
 
 
@@ -347,10 +362,12 @@ def test_export_round_trip_returns_spans_of_the_input_text(ner_tokenizer, tmp_pa
 
     texts = ["EU rejects German call to boycott British lamb.", "Peter Blackburn went to Zürich.", "",
              " ".join(["The European Commission said on Thursday it disagreed with German advice."] * 6)]
-    run = subprocess.run([sys.executable, "-c", _SPANS_SCRIPT, str(saved)], input=json.dumps(texts),
+    small = [["Hello"], ["EU", "Peter"], [""], ["  \t "], ["", " "]]  # only one-word or empty sentences
+    run = subprocess.run([sys.executable, "-c", _SPANS_SCRIPT, str(saved)], input=json.dumps([texts, *small]),
                          capture_output=True, text=True, timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     assert run.returncode == 0, run.stderr[-2000:]
-    out = json.loads(run.stdout.strip().splitlines()[-1])
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    out = result["text"][0]
     assert out["word_count"] == [9, 6, 0, 12 * 6]  # the long text (> 22 subwords) is tagged in full
     assert sum(out["entity_count"]) > 0  # a random model still predicts some chunks
     for b, text in enumerate(texts):
@@ -360,10 +377,31 @@ def test_export_round_trip_returns_spans_of_the_input_text(ner_tokenizer, tmp_pa
         for e in range(out["entity_count"][b]):
             assert text[out["entity_starts"][b][e]:out["entity_ends"][b][e]] == out["entity_texts"][b][e]
             assert out["entity_types"][b][e] in ("LOC", "MISC", "ORG", "PER")
-    assert out["tokens_word_count"] == [3, 1] and out["tokens_word_tags"][1][1:] == ["", ""]
+    for batch, answer in zip(small, result["text"][1:]):
+        assert answer["word_count"] == [len(text.split()) for text in batch]
+        assert [row[:1] for row in answer["word_texts"]] == [text.split()[:1] for text in batch]
+        assert all(tag in LABELS for row, n in zip(answer["word_tags"], answer["word_count"]) for tag in row[:n])
+    assert result["text"][3]["entity_count"] == [0] and result["text"][5]["entity_count"] == [0, 0]
+    tokens = result["tokens"]
+    assert tokens["mixed"]["word_count"] == [3, 1] and tokens["mixed"]["word_tags"][1][1:] == ["", ""]
+    assert tokens["one_word"]["word_count"] == [1, 1] and all(t[0] in LABELS for t in tokens["one_word"]["word_tags"])
+    assert tokens["none"]["word_count"] == [0] and tokens["none"]["entity_count"] == [0]
 
     (row,) = predict(saved, [texts[0]])  # what `tfsft predict` prints: padding cut by the counts
     assert len(row["word_tags"]) == 9 and len(row["entity_texts"]) == row["entity_count"]
+    (hello,) = predict(saved, ["Hello"])
+    assert hello["word_texts"] == ["Hello"] and hello["word_tags"][0] in LABELS
+    (empty,) = predict(saved, [""])
+    assert empty["word_count"] == 0 and empty["word_tags"] == [] and empty["entity_count"] == 0
+
+
+def test_evaluation_tags_batches_of_one_word_sentences(ner_tokenizer):
+    """Length-sorted evaluation batches: the first holds only one-word sentences."""
+    task = ner_task()
+    model = task.build_model(tiny_bert(ner_tokenizer.vocabulary_size()))
+    sentences = [["EU", "rejects", "German"], ["Peter"], ["EU"], ["lamb", "."]]
+    tags = task.predict_tags(model, task.make_encoder(ner_tokenizer, 24), sentences, batch_size=2)
+    assert [len(t) for t in tags] == [3, 1, 1, 2] and all(t in LABELS for s in tags for t in s)
 
 
 @pytest.mark.slow

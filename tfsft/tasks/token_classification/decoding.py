@@ -97,7 +97,10 @@ def iob2_viterbi(log_probs: tf.RaggedTensor, label_types: tf.Tensor, label_begin
     penalty = tf.where(allowed, 0.0, big)
     lengths = log_probs.row_lengths()
     scores = tf.cast(log_probs.to_tensor(0.0), tf.float32)  # (B, W, C)
-    scores = tf.pad(scores, [[0, 0], [0, tf.maximum(1 - tf.shape(scores)[1], 0)], [0, 0]])  # W ≥ 1
+    # W ≥ 2, so the scans below have at least one step: in a graph, tf.scan over
+    # no elements fails (batches of one-word or empty sentences). Padded steps
+    # lie past every sentence's end and change nothing.
+    scores = tf.pad(scores, [[0, 0], [0, tf.maximum(2 - tf.shape(scores)[1], 0)], [0, 0]])
     num_labels = tf.shape(penalty)[0]
     first = scores[:, 0, :] + tf.where(inside, big, 0.0)  # (B, C)
     steps = tf.range(1, tf.shape(scores)[1], dtype=tf.int64)
