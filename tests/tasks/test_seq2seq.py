@@ -175,6 +175,9 @@ def test_train_evaluate_export_round_trip_in_fresh_process(tmp_path, architectur
     out = list(predict(saved, ["a dog runs.", "the cat sings."]))
     assert [set(row) for row in out] == [{"text", "translation", "score"}] * 2
     assert all(isinstance(row["translation"], str) for row in out)
+    blank = list(predict(saved, ["", " \t ", "a dog runs."]))  # nothing to translate: an empty translation
+    assert [(row["translation"], row["score"]) for row in blank[:2]] == [("", 0.0), ("", 0.0)]
+    assert blank[2]["translation"] == out[0]["translation"]
 
 
 def test_shipped_configs_load():

@@ -47,12 +47,12 @@ def test_shipped_sst2_config_shrunk_end_to_end(tmp_path, tiny_vocab, data_dir):
     saved = export(run, log=lambda _: None)  # verifies in a fresh process before renaming into place
     assert saved == run / "export" / "sst2" / "1" and (saved / "saved_model.pb").exists()
     assert not any(p.name.endswith(".partial") for p in saved.parent.iterdir())
-    rows = list(predict(run, ["a gripping film", "dull"]))
+    rows = list(predict(run, ["a gripping film", "dull", "", " \t "]))  # nothing still gets a label
     assert [r["label"] for r in rows] == [["negative", "positive"][r["label_id"]] for r in rows]
     assert all(abs(sum(r["probabilities"]) - 1) < 1e-4 for r in rows)
 
     fresh = run_in_fresh_process(saved, {"text": ["a gripping film", "dull"]})
-    np.testing.assert_allclose(fresh["probabilities"], [r["probabilities"] for r in rows], atol=1e-5)
+    np.testing.assert_allclose(fresh["probabilities"], [r["probabilities"] for r in rows[:2]], atol=1e-5)
 
     cli = Path(sys.executable).with_name("saved_model_cli")
     shown = subprocess.run([str(cli), "show", "--dir", str(saved), "--tag_set", "serve",
@@ -96,9 +96,9 @@ def test_sentence_pair_classification_and_regression(tmp_path, tiny_vocab, task)
     else:
         assert {"pearson", "spearman", "mse"} <= result.metrics.keys()
     saved = export(result.run_dir, log=lambda _: None)
-    out = run_in_fresh_process(saved, {"text": ["good film", "bad"], "text_pair": ["good story", "dull"]})
+    out = run_in_fresh_process(saved, {"text": ["good film", "bad", "", " "], "text_pair": ["good story", "", "dull", ""]})
     key = "label" if task == "text_classification" else "score"
-    assert len(out[key]) == 2
+    assert len(out[key]) == 4 and all(math.isfinite(x) for x in np.ravel(out["probabilities" if key == "label" else key]))
     if task == "text_classification":
         assert set(out["label"]) <= {"same", "diff"}
 

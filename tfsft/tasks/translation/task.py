@@ -263,7 +263,8 @@ class TranslationServingModule(tf.Module):
     """Source strings → translations, for `tf.saved_model.save`.
 
     `serve(text)` returns `translation` (B,) strings and `score` (B,) the
-    length-normalised log-probability of each translation.
+    length-normalised log-probability of each translation. An empty or
+    whitespace-only text translates to "" with score 0.
     """
 
     def __init__(self, model, encoder: TranslationEncoder, options: TranslationOptions):
@@ -289,8 +290,9 @@ class TranslationServingModule(tf.Module):
                                               length_penalty_alpha=self.options.length_penalty, **ids)
         keep = tf.logical_and(tf.not_equal(tokens, self.encoder.end_id), tf.not_equal(tokens, self.encoder.pad_id))
         pieces = tf.ragged.boolean_mask(tokens, keep)  # (B, None) without end and pad
-        text_out = self.encoder.tokenizer.detokenize(pieces)
-        return {"translation": tf.reshape(text_out, [-1]), "score": score}
+        text_out = tf.reshape(self.encoder.tokenizer.detokenize(pieces), [-1])
+        blank = tf.equal(tf.strings.strip(text), "")
+        return {"translation": tf.where(blank, "", text_out), "score": tf.where(blank, 0.0, score)}
 
 
 class TranslationTask:
@@ -425,6 +427,6 @@ class TranslationTask:
         return TranslationServingModule(model, encoder, self.options)
 
     def sample_inputs(self) -> dict[str, list[str]]:
-        """Inputs for the export check (the last one is longer than any model)."""
-        return {"text": ["A man in a blue shirt is riding a bike.", "Two dogs play in the snow.", "Hi",
+        """Inputs for the export check (nothing; the last one is longer than any model)."""
+        return {"text": ["A man in a blue shirt is riding a bike.", "Two dogs play in the snow.", "Hi", "",
                          "word " * 600]}
