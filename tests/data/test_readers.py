@@ -5,7 +5,11 @@ import json
 import pytest
 
 from tfsft.config import DataConfig
-from tfsft.data.readers import DataError, read_jsonl, read_split, read_table, read_tfds
+from tfsft.data.conll import read_conll
+from tfsft.data.corpus import read_text_file
+from tfsft.data.readers import DataError, decoded_lines, read_jsonl, read_split, read_table, read_tfds
+
+BOM = "\ufeff"
 
 
 def write(path, text, mode="w"):
@@ -49,6 +53,18 @@ def test_undecodable_bytes_name_the_line(tmp_path):
     path = write(tmp_path / "d.tsv", b"text\tlabel\nok\t1\nbad \xff\xfe\t0\n", mode="wb")
     with pytest.raises(DataError, match=r"d.tsv:3: bytes that are not UTF-8 at column 5"):
         read_table(path, delimiter="\t")
+
+
+def test_a_utf8_byte_order_mark_is_removed_from_every_format(tmp_path):
+    headerless = write(tmp_path / "n.csv", BOM + '"1",good\n"0",bad\n')
+    assert read_table(headerless, delimiter=",", header=False, text_column="1", label_column="0").labels == ["1", "0"]
+    header = write(tmp_path / "h.tsv", BOM + "text\tlabel\ngood\t1\n")
+    assert read_table(header, delimiter="\t").texts == ["good"]
+    assert read_jsonl(write(tmp_path / "d.jsonl", BOM + '{"text": "a", "label": "x"}\n')).texts == ["a"]
+    assert read_conll(write(tmp_path / "d.conll", BOM + "EU B-ORG\nrejects O\n")).tokens == [["EU", "rejects"]]
+    assert read_text_file(write(tmp_path / "d.txt", BOM + "First.\n")).texts == ["First."]
+    inner = write(tmp_path / "inner.txt", "a\n" + BOM + "b\n")  # only a mark that starts the file is one
+    assert [text for _, text in decoded_lines(inner)] == ["a\n", BOM + "b\n"]
 
 
 def test_empty_file_and_missing_file(tmp_path):

@@ -7,6 +7,7 @@ case they are counted in `TextExamples.skipped_empty`, never silently dropped.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import json
 from dataclasses import dataclass
@@ -50,7 +51,10 @@ class TextExamples:
 
 
 def decoded_lines(path: Path) -> Iterator[tuple[int, str]]:
-    """Yields `(line_number, text)`; undecodable bytes raise with the line."""
+    """Yields `(line_number, text)`; undecodable bytes raise with the line.
+
+    A UTF-8 byte-order mark at the start of the file is removed.
+    """
     try:
         handle = open(path, "rb")
     except FileNotFoundError:
@@ -59,6 +63,8 @@ def decoded_lines(path: Path) -> Iterator[tuple[int, str]]:
         raise DataError(f"{path}: cannot open ({e.strerror})") from None
     with handle:
         for number, raw in enumerate(handle, start=1):
+            if number == 1:
+                raw = raw.removeprefix(codecs.BOM_UTF8)
             try:
                 yield number, raw.decode("utf-8")
             except UnicodeDecodeError as e:
