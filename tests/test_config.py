@@ -32,12 +32,14 @@ def test_minimal_config_gets_defaults():
     assert config.run_path == Path("runs/t")
 
 
-def test_unknown_key_is_reported_with_path_and_choices():
+def test_unknown_key_is_reported_with_path_choices_and_the_closest_key():
     raw = base()
     raw["data"]["text_colum"] = "x"
+    raw["train"] = {"max_step": 3, "zzz": 1}
     found = problems(raw)
-    assert "data.text_colum" in found
-    assert "text_column" in found["data.text_colum"]
+    assert found["data.text_colum"].startswith("unknown key; did you mean text_column? expected one of files, ")
+    assert "did you mean max_steps?" in found["train.max_step"]
+    assert "did you mean" not in found["train.zzz"] and "max_steps" in found["train.zzz"]
 
 
 def test_wrong_types_and_impossible_values_are_all_reported_at_once():
@@ -48,12 +50,23 @@ def test_wrong_types_and_impossible_values_are_all_reported_at_once():
     assert "integer" in found["train.batch_size"]
     assert "mixed_bfloat16" in found["train.precision"]
     assert "divisible" in found["model.hidden_dim"]
-    # value checks of a section run once its types are right
-    raw["train"]["batch_size"] = 8
-    raw["train"]["precision"] = "float32"
-    found = problems(raw)
+    # a type error in a section does not hide the value checks of its other keys
     assert "> 0" in found["train.learning_rate"]
     assert "[0, 1)" in found["train.warmup_ratio"]
+    assert len(found) == 5
+
+
+def test_checks_that_involve_a_key_with_a_wrong_type_are_left_out():
+    raw = base()
+    raw["model"] = {"hidden_dim": 30, "num_heads": "four", "dropout": 2.0}
+    found = problems(raw)
+    assert "integer" in found["model.num_heads"] and "[0, 1)" in found["model.dropout"]
+    assert "model.hidden_dim" not in found  # "divisible by num_heads" would judge num_heads' default
+    raw = base()
+    raw["data"] = {"files": "a.tsv", "max_examples": 0}
+    found = problems(raw)
+    assert "mapping" in found["data.files"] and "> 0" in found["data.max_examples"]
+    assert len(found) == 2  # not also "give data files or a tfds source"
 
 
 def test_unknown_task_name_lists_known_tasks():
@@ -81,7 +94,14 @@ def test_empty_label_column_is_rejected():
     raw = base()
     raw["data"]["label_column"] = None
     found = problems(raw)
-    assert "expected a string" in found["data.label_column"]
+    assert "expected str or int" in found["data.label_column"]
+
+
+def test_columns_may_be_given_by_position():
+    raw = base()
+    raw["data"].update(header=False, text_column=3, label_column="1")
+    data = config_from_mapping(raw).data
+    assert (data.text_column, data.label_column) == ("3", "1")
 
 
 def test_overrides_go_through_validation():
@@ -94,6 +114,37 @@ def test_overrides_go_through_validation():
     assert "train.learning_rat" in found
 
 
+def test_null_override_resets_a_key_to_its_default_or_null():
+    raw = base()
+    raw["train"] = {"batch_size": 8, "max_steps": 100, "clipnorm": 0.5}
+    raw["data"]["files"]["validation"] = "b.tsv"
+    raw["data"]["text_column"] = "sentence"
+    config = config_from_mapping(raw, ["train.batch_size=null", "train.max_steps=null", "train.clipnorm=null",
+                                       "data.files.validation=null", "data.text_column=", "seed=null"])
+    assert config.train.batch_size == 32 and config.train.max_steps is None
+    assert config.train.clipnorm is None  # a key that may be null becomes null
+    assert config.data.files == {"train": "a.tsv"} and config.data.text_column == "text" and config.seed == 42
+    assert "unknown key; did you mean batch_size?" in problems(base(), ["train.batch_sise=null"])["train.batch_sise"]
+    assert "task.name" in problems(base(), ["task.name=null"])
+
+
+def test_data_split_is_validated():
+    raw = base()
+    raw["data"]["files"]["validation"] = "b.tsv"
+    raw["data"]["split"] = {"validation": 0.1, "test": 1.5}
+    found = problems(raw)
+    assert "files.validation is given too" in found["data.split.validation"]
+    assert "(0, 1)" in found["data.split.test"]
+    raw["data"]["split"] = {"validation": 0.5, "test": 0.5}
+    assert "validation + test must be < 1" in problems(raw)["data.split.test"]
+    raw["data"]["split"] = {"seed": 1}
+    assert "give validation and/or test" in problems(raw)["data.split.validation"]
+    raw = base()
+    raw["data"]["split"] = {"test": 0.2, "seed": 3, "stratify": True}
+    data = config_from_mapping(raw).data
+    assert data.has_split("test") and not data.has_split("validation") and data.split.fractions() == {"test": 0.2}
+
+
 def test_yaml_errors_name_file_and_line(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("name: x\ntask: [unclosed\n")
@@ -101,6 +152,12 @@ def test_yaml_errors_name_file_and_line(tmp_path):
         load_config(path)
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path / "missing.yaml")
+
+
+def test_a_relative_path_not_found_names_the_folder_it_was_looked_up_in(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=rf"cannot read the file: .*\(looked up in {tmp_path}\)"):
+        load_config("configs/missing.yaml")
 
 
 def test_saved_config_loads_back_identically(tmp_path):

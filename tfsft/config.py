@@ -5,19 +5,23 @@ was expected::
 
     ConfigError: configs/x.yaml has 2 problems:
       train.learning_rate: must be > 0. Received: -1.0
-      data.text_colum: unknown key; expected one of text_column, ...
+      data.text_colum: unknown key; did you mean text_column? expected one of files, ...
 
 `--set key.path=value` overrides are parsed as YAML scalars and go through the
-same validation. Task-specific options live under `task:` and are validated by
-the options dataclass of the named task, looked up in the `task_options` table
-the caller passes (`tfsft.experiment` passes the built-in tasks' table; this
-module imports no task).
+same validation; `--set key.path=null` sets a key that may be null to null and
+resets any other key to its default (a `data.files` entry is removed).
+Task-specific options live under `task:` and are validated by the options
+dataclass of the named task, looked up in the `task_options` table the caller
+passes (`tfsft.experiment` passes the built-in tasks' table; this module
+imports no task).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -99,12 +103,49 @@ class TfdsConfig:
     data_dir: Optional[str] = None
 
 
+SPLIT_ROLES = ("validation", "test")
+
+
+@dataclass
+class SplitConfig:
+    """Validation and test parts drawn at random from the train source (the rest trains).
+
+    `validation` and `test` are fractions of the examples; `stratify` keeps
+    each label's share the same in every part.
+    """
+
+    validation: Optional[float] = None
+    test: Optional[float] = None
+    seed: int = 0
+    stratify: bool = False
+
+    def fractions(self) -> dict[str, float]:
+        """Role → fraction, for the roles given."""
+        return {role: getattr(self, role) for role in SPLIT_ROLES if getattr(self, role) is not None}
+
+    def validate(self) -> list[tuple[str, str]]:
+        fractions = self.fractions()
+        if not fractions:
+            return [("validation", "give validation and/or test, each a fraction in (0, 1)")]
+        errors = [(role, f"must be in (0, 1). Received: {value}") for role, value in fractions.items()
+                  if not 0.0 < value < 1.0]
+        if not errors and sum(fractions.values()) >= 1.0:
+            errors.append((list(fractions)[-1], f"validation + test must be < 1, leaving examples to train on. "
+                                                f"Received: {' + '.join(map(str, fractions.values()))}"))
+        return errors
+
+
 @dataclass
 class DataConfig:
     """Where the examples come from and which columns hold what.
 
     Files are used when `data_dir` (or the `TFSFT_DATA_DIR` environment variable)
     is set or the paths are absolute; otherwise the `tfds` source is used.
+    A table file may end with a slice of its examples (`reviews.csv[:80%]`),
+    and `split` draws validation/test parts at random from the train source.
+    Without a header (`header: false`) columns are named by position, 0, 1, ...
+    (`text_column: 3` or "3"). With `quoting` a field starting with `"` is a
+    quoted CSV field; `quoting: false` reads quotes as text (GLUE-style TSV).
     """
 
     files: dict[str, str] = field(default_factory=dict)
@@ -112,9 +153,11 @@ class DataConfig:
     data_dir: Optional[str] = None
     format: Optional[Literal["tsv", "csv", "jsonl", "conll"]] = None
     header: bool = True
-    text_column: str = "text"
-    text_pair_column: Optional[str] = None
-    label_column: str = "label"
+    quoting: bool = True
+    split: Optional[SplitConfig] = None
+    text_column: Union[str, int] = "text"
+    text_pair_column: Optional[Union[str, int]] = None
+    label_column: Union[str, int] = "label"
     tokens_column: str = "tokens"  # token classification: JSONL key / TFDS feature of the words
     tags_column: str = "tags"  # ... and of their tags (TFDS conll2003: ner)
     skip_empty: bool = False
@@ -122,11 +165,20 @@ class DataConfig:
     source_language: Optional[str] = None  # translation: language codes, used as file suffixes,
     target_language: Optional[str] = None  # TSV/JSONL columns and TFDS feature names (en, de)
 
+    def __post_init__(self):
+        for name in ("text_column", "text_pair_column", "label_column"):  # column 0 is column "0"
+            if isinstance(getattr(self, name), int):
+                setattr(self, name, str(getattr(self, name)))
+
     def validate(self) -> list[tuple[str, str]]:
         errors = []
         for role in self.files:
             if role not in ("train", "validation", "test"):
                 errors.append((f"files.{role}", "unknown split; expected train, validation or test"))
+        for role in self.split.fractions() if self.split else ():
+            if role in self.files:
+                errors.append((f"split.{role}", f"files.{role} is given too; draw the {role} examples from "
+                                                "one or the other"))
         if not self.files and self.tfds is None:
             errors.append(("files", "give data files (files.train, ...) or a tfds source"))
         if self.tfds is not None and not self.tfds.name:
@@ -151,13 +203,19 @@ class DataConfig:
         return all(Path(p).is_absolute() for p in self.files.values())
 
     def has_split(self, split: str) -> bool:
-        """Whether the active source (files or TFDS) defines `split`."""
+        """Whether `split` is drawn by `data.split` or defined by the active source (files or TFDS)."""
+        if self.split and split in self.split.fractions():
+            return True
         if self.use_files():
             return split in self.files
         return bool(self.tfds and getattr(self.tfds, split, None))
 
     def file_path(self, split: str) -> Path:
-        path = Path(self.files[split]).expanduser()
+        return self.resolve_path(self.files[split])
+
+    def resolve_path(self, path: str) -> Path:
+        """`path` itself when absolute, else relative to the data directory (when one is set)."""
+        path = Path(path).expanduser()
         root = self.resolved_data_dir()
         return path if path.is_absolute() or root is None else root / path
 
@@ -263,6 +321,20 @@ def _type_name(tp) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
+class _Reset:
+    """The value of a `--set key=null` override (see `apply_override`)."""
+
+    def __repr__(self):
+        return "null"
+
+
+RESET = _Reset()
+
+
+def _accepts_none(tp) -> bool:
+    return tp is Any or (typing.get_origin(tp) in (Union, types.UnionType) and type(None) in typing.get_args(tp))
+
+
 def _convert(value, tp, path: str, errors: list):
     """Checks `value` against type `tp`; returns the converted value."""
     origin = typing.get_origin(tp)
@@ -299,7 +371,7 @@ def _convert(value, tp, path: str, errors: list):
             errors.append((path, f"expected a mapping. Received: {value!r}"))
             return {}
         _, val_tp = typing.get_args(tp)
-        return {str(k): _convert(v, val_tp, f"{path}.{k}", errors) for k, v in value.items()}
+        return {str(k): _convert(v, val_tp, f"{path}.{k}", errors) for k, v in value.items() if v is not RESET}
     if dataclasses.is_dataclass(tp):
         return from_dict(tp, value, path, errors)
     if tp is bool:
@@ -331,29 +403,48 @@ def from_dict(cls, data, path: str = "", errors: Optional[list] = None,
               task_options: Mapping[str, type] | None = None):
     """Builds dataclass `cls` from a mapping, appending problems to `errors`.
 
+    A key with a wrong type is reported and replaced by its default (a section
+    keeps what was built from its mapping), so the value checks (`validate`) of
+    the other keys still run; checks that name a key with a wrong type, or a
+    key already reported, are left out, as they would judge a default.
     `task_options` (task name → options dataclass) parses the `task` key of an
     `ExperimentConfig`.
     """
     own = errors is None
     errors = [] if own else errors
+    first_error = len(errors)
     prefix = f"{path}." if path else ""
-    if not isinstance(data, dict):
+    is_mapping = isinstance(data, dict)
+    if not is_mapping:
         errors.append((path, f"expected a mapping. Received: {data!r}"))
         data = {}
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for key in data:
         if key not in fields:
-            errors.append((f"{prefix}{key}", f"unknown key; expected one of {', '.join(fields)}"))
+            close = difflib.get_close_matches(str(key), fields, n=1)
+            hint = f"did you mean {close[0]}? " if close else ""
+            errors.append((f"{prefix}{key}", f"unknown key; {hint}expected one of {', '.join(fields)}"))
     kwargs = {}
-    errors_before = len(errors)
+    wrong: set[str] = set()  # keys with a type error
     for name, f in fields.items():
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        value = data.get(name)
+        if name in data and value is RESET and not _accepts_none(hints[name]) and not required:
+            continue  # `--set name=null`: the default
         if name in data:
+            value = None if value is RESET else value
+            before = len(errors)
             if name == "task" and cls is ExperimentConfig:
-                kwargs[name] = _task_options(data[name], f"{prefix}task", errors, task_options or {})
+                kwargs[name] = _task_options(value, f"{prefix}task", errors, task_options or {})
             else:
-                kwargs[name] = _convert(data[name], hints[name], f"{prefix}{name}", errors)
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                kwargs[name] = _convert(value, hints[name], f"{prefix}{name}", errors)
+            section = dataclasses.is_dataclass(kwargs[name]) and isinstance(value, dict)
+            if len(errors) > before and not section:
+                wrong.add(name)
+                if not required:
+                    del kwargs[name]
+        elif required:
             expected = (f"a mapping with name: one of {', '.join(sorted(task_options or {}))}"
                         if hints[name] is Any else _type_name(hints[name]))
             errors.append((f"{prefix}{name}", f"required key is missing ({expected})"))
@@ -361,16 +452,23 @@ def from_dict(cls, data, path: str = "", errors: Optional[list] = None,
         obj = cls(**kwargs)
     except TypeError:  # a required key was missing; already reported
         obj = None
-    if obj is not None and hasattr(obj, "validate") and len(errors) == errors_before:
-        errors.extend((f"{prefix}{p}", m) for p, m in obj.validate())
+    if obj is not None and hasattr(obj, "validate") and is_mapping:
+        reported = {p for p, _ in errors[first_error:]}
+        errors.extend((f"{prefix}{p}", m) for p, m in obj.validate()
+                      if f"{prefix}{p}" not in reported and not _names_any(p, m, wrong))
     if own and errors:
         raise ConfigError(cls.__name__, errors)
     return obj
 
 
+def _names_any(path: str, message: str, keys: set[str]) -> bool:
+    """Whether a `validate` problem is about one of `keys` (its path starts with one, or its message names one)."""
+    return re.split(r"[.\[]", path)[0] in keys or any(re.search(rf"\b{re.escape(k)}\b", message) for k in keys)
+
+
 def _task_options(data, path: str, errors: list, task_options: Mapping[str, type]):
     known = ", ".join(sorted(task_options))
-    if not isinstance(data, dict) or "name" not in data:
+    if not isinstance(data, dict) or data.get("name", RESET) is RESET:
         errors.append((f"{path}.name", f"required; expected one of {known}"))
         return None
     name = data["name"]
@@ -386,11 +484,16 @@ def _task_options(data, path: str, errors: list, task_options: Mapping[str, type
 
 
 def apply_override(raw: dict, assignment: str) -> None:
-    """Applies one `dotted.key=value` override to the raw mapping in place."""
+    """Applies one `dotted.key=value` override to the raw mapping in place.
+
+    `key=null` (or `key=`) stores `RESET`: null for a key that may be null,
+    else the key's default.
+    """
     if "=" not in assignment:
         raise ConfigError("--set", [(assignment, "expected key.path=value")])
     key, text = assignment.split("=", 1)
     value = yaml.safe_load(text) if text.strip() else None
+    value = RESET if value is None else value
     node = raw
     parts = key.strip().split(".")
     for part in parts[:-1]:
@@ -423,7 +526,8 @@ def load_config(path: str | os.PathLike, overrides: tuple[str, ...] | list[str] 
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
-        raise ConfigError(str(path), [("", f"cannot read the file: {e.strerror}")]) from None
+        where = "" if path.is_absolute() else f" (looked up in {Path.cwd()})"
+        raise ConfigError(str(path), [("", f"cannot read the file: {e.strerror}{where}")]) from None
     try:
         raw = yaml.safe_load(text) or {}
     except yaml.YAMLError as e:

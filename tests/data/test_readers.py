@@ -1,10 +1,12 @@
 """Readers: well-formed and malformed TSV/CSV/JSONL files, TFDS through mock_data."""
 
 import json
+from collections import Counter
 
 import pytest
 
-from tfsft.config import DataConfig
+from tests.conftest import DATA_DIR
+from tfsft.config import DataConfig, from_dict
 from tfsft.data.conll import read_conll
 from tfsft.data.corpus import read_text_file
 from tfsft.data.readers import DataError, decoded_lines, read_jsonl, read_split, read_table, read_tfds
@@ -37,16 +39,122 @@ def test_csv_quoted_fields_with_commas_and_newlines(tmp_path):
     assert ex.lines == [2, 4, 5]  # the line where each row ends
 
 
+def data_config(**data) -> DataConfig:
+    return from_dict(DataConfig, data)
+
+
 def test_headerless_columns_are_indices(tmp_path):
     path = write(tmp_path / "d.tsv", "good film\t1\nbad film\t0\n")
     ex = read_table(path, delimiter="\t", header=False, text_column="0", label_column="1")
     assert ex.texts == ["good film", "bad film"] and ex.labels == ["1", "0"]
+    data = data_config(files={"train": str(path)}, header=False, text_column=0, label_column=1)  # integers
+    assert read_split(data, "train").texts == ["good film", "bad film"]
+
+
+@pytest.mark.skipif(not (DATA_DIR / "glue" / "cola").exists(), reason=f"CoLA not found under {DATA_DIR}")
+def test_real_headerless_cola_file():
+    data = data_config(files={"train": str(DATA_DIR / "glue" / "cola" / "train.tsv")}, header=False,
+                       text_column=3, label_column=1)
+    ex = read_split(data, "train")
+    assert len(ex) == 8551 and set(ex.labels) == {"0", "1"} and ex.lines[0] == 1
 
 
 def test_missing_column_names_file_and_header(tmp_path):
-    path = write(tmp_path / "d.tsv", "sentence\tlabel\nx\t1\n")
-    with pytest.raises(DataError, match=r"d.tsv:1: missing column\(s\) text; the header has sentence, label"):
+    path = write(tmp_path / "d.tsv", "\nsentence\tlabel\nx\t1\n")
+    with pytest.raises(DataError, match=r"d.tsv:2: missing column\(s\) text; the header has sentence, label "
+                                        r"\(if the file has no header, set data.header: false"):
         read_table(path, delimiter="\t")
+    with pytest.raises(DataError, match=r"d.tsv:2: missing column\(s\) 2; the rows have 2 columns, 0 and 1 "
+                                        r"\(data.header: false\)"):
+        read_table(path, delimiter="\t", header=False, text_column="0", label_column="2")
+
+
+def test_rows_with_more_or_fewer_fields_than_the_header_are_errors(tmp_path):
+    path = write(tmp_path / "d.tsv", "text\tlabel\ngood\t1\t\n")
+    with pytest.raises(DataError, match=r"d.tsv:2: 3 field\(s\), expected 2 \(text, label\)$"):
+        read_table(path, delimiter="\t")
+
+
+def test_quoting_false_reads_quotes_as_text(tmp_path):
+    text = 'text\tlabel\n"Hi," she said.\t1\nok\t0\n"Quoted\t1\n'  # a quote never closed
+    path = write(tmp_path / "d.tsv", text)
+    with pytest.raises(DataError, match=r"d.tsv:4: 1 field\(s\), expected 2 .*set data.quoting: false"):
+        read_table(path, delimiter="\t")
+    ex = read_table(path, delimiter="\t", quoting=False)
+    assert ex.texts == ['"Hi," she said.', "ok", '"Quoted'] and ex.labels == ["1", "0", "1"]
+    assert read_split(data_config(files={"train": str(path)}, quoting=False), "train").texts == ex.texts
+
+
+@pytest.mark.skipif(not (DATA_DIR / "glue" / "mrpc").exists(), reason=f"MRPC not found under {DATA_DIR}")
+def test_real_mrpc_file_with_a_byte_order_mark_and_literal_quotes():
+    path = DATA_DIR / "glue" / "mrpc" / "msr_paraphrase_train.txt"
+    data = data_config(files={"train": str(path)}, format="tsv", quoting=False, text_column="#1 String",
+                       text_pair_column="#2 String", label_column="Quality")
+    ex = read_split(data, "train")
+    assert len(ex) == 4076 and set(ex.labels) == {"0", "1"}
+    assert ex.texts[89].startswith('"We are declaring war') and ex.lines[89] == 91
+
+
+def labelled_file(tmp_path, counts=(("neg", 60), ("pos", 40))):
+    """A TSV sorted by label: `count` rows per label, row i's text `t<i>`."""
+    rows = [label for label, count in counts for _ in range(count)]
+    return write(tmp_path / "reviews.tsv", "text\tlabel\n" + "".join(f"t{i}\t{y}\n" for i, y in enumerate(rows)))
+
+
+def test_slices_of_one_table_file(tmp_path):
+    path = labelled_file(tmp_path)
+    data = data_config(files={"train": f"{path.name}[:80%]", "validation": f"{path.name}[80%:]",
+                              "test": f"{path.name}[-5:]"}, data_dir=str(tmp_path), max_examples=50)
+    train, validation, test = (read_split(data, split) for split in ("train", "validation", "test"))
+    assert len(train) == 50 and train.texts[0] == "t0"  # max_examples cuts the slice, not the file
+    assert validation.texts == [f"t{i}" for i in range(80, 100)] and validation.lines[0] == 82
+    assert test.texts == [f"t{i}" for i in range(95, 100)]
+    assert validation.source == f"{path}[80%:]"
+    with pytest.raises(DataError, match=r"reviews.tsv\[90%:10%\]: the slice selects no examples \(the file has 100\)"):
+        read_split(data_config(files={"train": f"{path}[90%:10%]"}), "train")
+
+
+@pytest.mark.parametrize("stratify", [False, True])
+def test_seeded_random_split_of_one_file(tmp_path, stratify):
+    path = labelled_file(tmp_path)
+    data = data_config(files={"train": str(path)}, split={"validation": 0.1, "test": 0.2, "seed": 0,
+                                                          "stratify": stratify})
+    parts = {split: read_split(data, split) for split in ("train", "validation", "test")}
+    assert [len(parts[s]) for s in ("train", "validation", "test")] == [70, 10, 20]
+    texts = [t for part in parts.values() for t in part.texts]
+    assert sorted(texts) == sorted(f"t{i}" for i in range(100))  # disjoint, nothing left out
+    assert parts["validation"].source == f"{path}[data.split.validation]"
+    assert all(part.lines == sorted(part.lines) for part in parts.values())  # file order within a part
+    assert read_split(data, "validation").texts == parts["validation"].texts  # the same split every time
+    other = data_config(files={"train": str(path)}, split={"validation": 0.1, "test": 0.2, "seed": 1,
+                                                           "stratify": stratify})
+    assert read_split(other, "validation").texts != parts["validation"].texts
+    counts = {split: Counter(part.labels) for split, part in parts.items()}
+    if stratify:
+        assert counts == {"train": {"neg": 42, "pos": 28}, "validation": {"neg": 6, "pos": 4},
+                          "test": {"neg": 12, "pos": 8}}
+    assert parts["test"].describe() == (f"{path}[data.split.test]: 20 examples; labels neg {counts['test']['neg']}, "
+                                        f"pos {counts['test']['pos']}")
+
+
+def test_random_split_errors(tmp_path):
+    path = write(tmp_path / "d.tsv", "text\tlabel\na\t1\nb\t0\nc\t1\n")
+    data = data_config(files={"train": str(path)}, split={"validation": 0.1})
+    with pytest.raises(DataError, match=r"d.tsv: data.split.validation: 0.1 of 3 examples is no example"):
+        read_split(data, "validation")
+    data = data_config(files={"train": str(path)}, split={"test": 0.4, "stratify": True})
+    with pytest.raises(DataError, match=r"d.tsv: data.split.stratify: the examples have no labels"):
+        read_split(data, "test", require_label=False)
+
+
+def test_describe_counts_labels():
+    from tfsft.data.readers import TextExamples
+
+    ex = TextExamples(["a", "b", "c"], None, ["x", "y", "x"], [1, 2, 3], "f.tsv")
+    assert ex.describe() == "f.tsv: 3 examples; labels x 2, y 1"
+    assert TextExamples(["a"], None, None, [1], "f.txt").describe() == "f.txt: 1 examples"
+    many = TextExamples(["a"] * 30, None, [str(i) for i in range(30)], list(range(30)), "s.tsv")
+    assert many.describe() == "s.tsv: 30 examples; 30 distinct labels"
 
 
 def test_undecodable_bytes_name_the_line(tmp_path):
@@ -74,6 +182,15 @@ def test_empty_file_and_missing_file(tmp_path):
         read_table(write(tmp_path / "h.tsv", "text\tlabel\n"), delimiter="\t")
     with pytest.raises(DataError, match="file not found"):
         read_table(tmp_path / "nope.tsv", delimiter="\t")
+
+
+def test_a_relative_path_not_found_names_the_folder_it_was_looked_up_in(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DataError, match=rf"^data/nope.tsv: file not found \(looked up in {tmp_path}/data\)$"):
+        read_table("data/nope.tsv", delimiter="\t")
+    data = data_config(files={"train": "sst2/x.tsv"}, data_dir="../shared")
+    with pytest.raises(DataError, match=rf"file not found \(looked up in {tmp_path.parent}/shared/sst2\)$"):
+        read_split(data, "train")
 
 
 def test_short_row_is_an_error(tmp_path):

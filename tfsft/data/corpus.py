@@ -21,7 +21,6 @@ Errors name the file and line (`DataError`), like the labelled readers.
 from __future__ import annotations
 
 import bisect
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -33,10 +32,11 @@ from tfsft.data.readers import (
     read_jsonl,
     read_table,
     read_tfds,
+    slice_range,
+    split_slice,
 )
 
 Documents = Literal["lines", "paragraphs"]
-_SLICE = re.compile(r"^(?P<path>.*)\[(?P<start>-?\d*%?):(?P<stop>-?\d*%?)\]$")
 
 
 @dataclass
@@ -77,34 +77,13 @@ class Corpus:
         )
 
 
-def split_slice(spec: str) -> tuple[str, slice | None, str]:
-    """Splits `"path[a:b]"` into `(path, slice or None, the slice text)`.
-
-    Bounds are document counts (`[:1000]`, `[-500:]`) or percentages of the
-    documents (`[:95%]`), as in TFDS split slicing.
-    """
-    match = _SLICE.match(spec.strip())
-    if not match:
-        return spec, None, ""
-    bounds = (match["start"], match["stop"])
-    return match["path"], slice(*(b or None for b in bounds)), f"[{bounds[0]}:{bounds[1]}]"
-
-
-def _bound(value: str | None, total: int) -> int | None:
-    if value is None:
-        return None
-    if value.endswith("%"):
-        return round(int(value[:-1]) * total / 100)
-    return int(value)
-
-
 def _apply_slice(corpus: Corpus, where: slice, text: str) -> Corpus:
-    total = len(corpus)
-    start, stop, _ = slice(_bound(where.start, total), _bound(where.stop, total)).indices(total)
+    selected = slice_range(where, len(corpus))
     source = corpus.parts[0][0] + text
-    if stop <= start:
-        raise DataError(f"{source}: the slice selects no documents (the source has {total})")
-    return Corpus(corpus.texts[start:stop], corpus.lines[start:stop], [(source, 0)])
+    if not selected:
+        raise DataError(f"{source}: the slice selects no documents (the source has {len(corpus)})")
+    return Corpus(corpus.texts[selected.start:selected.stop], corpus.lines[selected.start:selected.stop],
+                  [(source, 0)])
 
 
 def read_text_file(path: str | Path, documents: Documents = "lines") -> Corpus:

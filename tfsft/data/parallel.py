@@ -86,7 +86,7 @@ def read_translation_split(data, split: str) -> TextExamples:
 
     def parallel_files(path: Path) -> TextExamples:
         return read_parallel_text(path.with_name(f"{path.name}.{source}"), path.with_name(f"{path.name}.{target}"),
-                                  skip_empty=data.skip_empty, max_examples=data.max_examples)
+                                  skip_empty=data.skip_empty)  # read_split applies data.max_examples
 
     columns = {"text_column": source, "text_pair_column": target, "label_column": None}
     return read_split(data, split, columns=columns, read_suffixless=parallel_files)

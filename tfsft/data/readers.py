@@ -3,6 +3,11 @@
 Every error names the file and line (or the TFDS split and record) and what was
 expected. Rows with empty text are an error unless `skip_empty` is set, in which
 case they are counted in `TextExamples.skipped_empty`, never silently dropped.
+
+One file can give several splits: a file path may end with a TFDS-style slice
+of its examples (`reviews.csv[:80%]`, `[80%:]`, `[-500:]`), and `data.split`
+draws seeded (optionally stratified) random validation/test parts from the
+train source, for files sorted by label.
 """
 
 from __future__ import annotations
@@ -10,7 +15,11 @@ from __future__ import annotations
 import codecs
 import csv
 import json
-from dataclasses import dataclass
+import os
+import random
+import re
+from collections import Counter
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 
@@ -30,7 +39,8 @@ class TextExamples:
             None when the source has no label column.
         lines: where each example came from (1-based line, or record number).
         source: file path or `tfds:<name>[<split>]`, for messages.
-        skipped_empty: rows left out because their text was empty.
+        skipped_empty: rows of the file left out because their text was
+            empty (all of the file's, for a slice or a `data.split` part).
         label_names: class names declared by the source (TFDS ClassLabel).
     """
 
@@ -49,6 +59,31 @@ class TextExamples:
         """`file:line` of example `index`, for error messages."""
         return f"{self.source}:{self.lines[index]}"
 
+    def subset(self, indices, source: str) -> TextExamples:
+        """The examples at `indices`, in that order, named `source`."""
+        pick = lambda values: None if values is None else [values[i] for i in indices]
+        return replace(self, texts=pick(self.texts), pairs=pick(self.pairs), labels=pick(self.labels),
+                       lines=pick(self.lines), source=source)
+
+    def describe(self) -> str:
+        """`source: N examples; labels a 10, b 12` (the count per label, up to 20 labels)."""
+        text = f"{self.source}: {len(self):,} examples"
+        if self.labels is None:
+            return text
+        counts = Counter(self.labels)
+        if len(counts) > 20:
+            return f"{text}; {len(counts):,} distinct labels"
+        labels = sorted(counts, key=_label_order)
+        return f"{text}; labels " + ", ".join(f"{label} {counts[label]:,}" for label in labels)
+
+
+def _label_order(label) -> tuple:
+    """Numbers by value (regression scores, "10" after "9"), then other labels as text."""
+    try:
+        return (0, float(label), "")
+    except ValueError:
+        return (1, 0.0, str(label))
+
 
 def decoded_lines(path: Path) -> Iterator[tuple[int, str]]:
     """Yields `(line_number, text)`; undecodable bytes raise with the line.
@@ -58,7 +93,8 @@ def decoded_lines(path: Path) -> Iterator[tuple[int, str]]:
     try:
         handle = open(path, "rb")
     except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
+        where = "" if Path(path).is_absolute() else f" (looked up in {Path(os.path.abspath(path)).parent})"
+        raise DataError(f"{path}: file not found{where}") from None
     except OSError as e:
         raise DataError(f"{path}: cannot open ({e.strerror})") from None
     with handle:
@@ -89,6 +125,32 @@ def json_records(path: Path) -> Iterator[tuple[int, dict]]:
         if not isinstance(record, dict):
             raise DataError(f"{path}:{line}: expected a JSON object, got {type(record).__name__}")
         yield line, record
+
+
+_SLICE = re.compile(r"^(?P<path>.*)\[(?P<start>-?\d*%?):(?P<stop>-?\d*%?)\]$")
+
+
+def split_slice(spec: str) -> tuple[str, slice | None, str]:
+    """Splits `"path[a:b]"` into `(path, slice or None, the slice text)`.
+
+    Bounds are counts (`[:1000]`, `[-500:]`) or percentages (`[:95%]`) of the
+    file's examples (documents, for a corpus), as in TFDS split slicing.
+    """
+    match = _SLICE.match(spec.strip())
+    if not match:
+        return spec, None, ""
+    bounds = (match["start"], match["stop"])
+    return match["path"], slice(*(b or None for b in bounds)), f"[{bounds[0]}:{bounds[1]}]"
+
+
+def slice_range(where: slice, total: int) -> range:
+    """The indices a `split_slice` slice selects among `total` items."""
+    def bound(value: str | None) -> int | None:
+        if value is None:
+            return None
+        return round(int(value[:-1]) * total / 100) if value.endswith("%") else int(value)
+
+    return range(*slice(bound(where.start), bound(where.stop)).indices(total))
 
 
 class _Collector:
@@ -133,40 +195,59 @@ def read_table(
     *,
     delimiter: str,
     header: bool = True,
+    quoting: bool = True,
     text_column: str = "text",
     text_pair_column: Optional[str] = None,
     label_column: Optional[str] = "label",
     skip_empty: bool = False,
     max_examples: Optional[int] = None,
 ) -> TextExamples:
-    """Reads a TSV or CSV file (quoted fields allowed).
+    """Reads a TSV or CSV file.
 
     Without a header, columns are named by their 0-based index ("0", "1", ...).
+    With `quoting`, a field that starts with `"` is quoted (it may hold the
+    delimiter and newlines; `""` is a quote); without, quotes are plain text.
+    Every row must have as many fields as the first.
     """
     path = Path(path)
-    lines = decoded_lines(path)
-    reader = csv.reader((text for _, text in lines), delimiter=delimiter, quotechar='"')
+    raw: list[str] = []  # the lines of the current row, for the quoting hint
+
+    def texts():
+        for _, text in decoded_lines(path):
+            raw.append(text)
+            yield text
+
+    reader = csv.reader(texts(), delimiter=delimiter, quotechar='"',
+                        quoting=csv.QUOTE_MINIMAL if quoting else csv.QUOTE_NONE)
     collector = _Collector(str(path), text_pair_column is not None, label_column is not None, skip_empty)
     columns: Optional[list[str]] = None
     wanted = [c for c in (text_column, text_pair_column, label_column) if c is not None]
     index: dict[str, int] = {}
     for row in reader:
-        line = reader.line_num
+        line, row_text = reader.line_num, "".join(raw)
+        raw.clear()
         if not row or (len(row) == 1 and not row[0].strip() and columns is not None):
             continue  # blank line
         if columns is None:
             columns = row if header else [str(i) for i in range(len(row))]
             missing = [c for c in wanted if c not in columns]
+            if missing and header:
+                raise DataError(f"{path}:{line}: missing column(s) {', '.join(missing)}; the header has "
+                                f"{', '.join(columns)} (if the file has no header, set data.header: false and "
+                                "name columns by position: 0, 1, ...)")
             if missing:
-                raise DataError(
-                    f"{path}:1: missing column(s) {', '.join(missing)}; the "
-                    f"{'header' if header else 'rows'} has {', '.join(columns)}"
-                )
+                names = f"{', '.join(columns[:-1])} and {columns[-1]}" if len(columns) > 1 else columns[0]
+                raise DataError(f"{path}:{line}: missing column(s) {', '.join(missing)}; the rows have "
+                                f"{len(columns)} column{'s' if len(columns) > 1 else ''}, {names} "
+                                "(data.header: false)")
             index = {c: columns.index(c) for c in wanted}
             if header:
                 continue
-        if len(row) < len(columns):
-            raise DataError(f"{path}:{line}: {len(row)} field(s), expected {len(columns)} ({', '.join(columns)})")
+        if len(row) != len(columns):
+            hint = ("; a field that starts with \" is read as quoted, up to the next \" (set data.quoting: false "
+                    "if quotes are part of the text)") if quoting and '"' in row_text else ""
+            raise DataError(f"{path}:{line}: {len(row)} field(s), expected {len(columns)} "
+                            f"({', '.join(columns)}){hint}")
         collector.add(
             line,
             row[index[text_column]],
@@ -275,7 +356,10 @@ def read_split(data, split: str, *, require_label: bool = True, columns: Optiona
     """Reads split `split` ("train", "validation", "test") of a `DataConfig`.
 
     The one dispatch of every text task: local files by suffix (or
-    `data.format`), else the TFDS source.
+    `data.format`, a file may end with a slice: `reviews.csv[:80%]`), else the
+    TFDS source; with `data.split`, its parts are drawn from the train source.
+    `data.max_examples` caps the examples of the split (after slicing and
+    drawing).
 
     Args:
         data: the `DataConfig`.
@@ -283,31 +367,92 @@ def read_split(data, split: str, *, require_label: bool = True, columns: Optiona
         require_label: read `data.label_column` (else no labels).
         columns: `text_column` / `text_pair_column` / `label_column` to use
             instead of the config's (e.g. translation's language codes).
-        read_suffixless: reads a file path with no known suffix (e.g. the
-            line-aligned `<path>.<lang>` files of translation); without it
-            such a path is an error.
+        read_suffixless: reads a whole file path with no known suffix (e.g.
+            the line-aligned `<path>.<lang>` files of translation); without
+            it such a path is an error.
     """
     common = dict(
         text_column=data.text_column,
         text_pair_column=data.text_pair_column,
         label_column=data.label_column if require_label else None,
         skip_empty=data.skip_empty,
-        max_examples=data.max_examples,
     )
     common.update(columns or {})
+    drawn = data.split is not None and (split == "train" or split in data.split.fractions())
+    if not drawn:
+        return _read_source(data, split, common, read_suffixless, data.max_examples)
+    whole = _read_source(data, "train", common, read_suffixless, None)
+    part = whole.subset(random_split(whole, data.split)[split], f"{whole.source}[data.split.{split}]")
+    return _first(part, data.max_examples)
+
+
+def _first(examples: TextExamples, count: Optional[int]) -> TextExamples:
+    """The first `count` examples (all when `count` is None)."""
+    return examples if count is None or len(examples) <= count else examples.subset(range(count), examples.source)
+
+
+def _read_source(data, split: str, common: dict, read_suffixless, max_examples: Optional[int]) -> TextExamples:
+    """Split `split` of the files (a slice applied) or of the TFDS source, at most `max_examples`."""
     if data.use_files():
         if split not in data.files:
             raise DataError(f"no data.files.{split} in the config; it has {', '.join(data.files) or 'none'}")
-        path = data.file_path(split)
+        path_text, where, where_text = split_slice(data.files[split])
+        path = data.resolve_path(path_text)
         fmt = data.format or FORMATS.get(path.suffix.lower())
-        if fmt is None and read_suffixless is not None:
-            return read_suffixless(path)
-        if fmt is None:
+        if fmt is None and read_suffixless is None:
             raise DataError(f"{path}: cannot tell the format from the suffix; set data.format to tsv, csv or jsonl")
-        if fmt == "jsonl":
-            return read_jsonl(path, **common)
-        return read_table(path, delimiter="\t" if fmt == "tsv" else ",", header=data.header, **common)
+        cap = None if where else max_examples  # stop reading early when no slice needs the whole file
+        if fmt is None:
+            examples = read_suffixless(path)
+        elif fmt == "jsonl":
+            examples = read_jsonl(path, max_examples=cap, **common)
+        else:
+            examples = read_table(path, delimiter="\t" if fmt == "tsv" else ",", header=data.header,
+                                  quoting=data.quoting, max_examples=cap, **common)
+        if where:
+            selected = slice_range(where, len(examples))
+            if not selected:
+                raise DataError(f"{path}{where_text}: the slice selects no examples (the file has {len(examples)})")
+            examples = examples.subset(selected, f"{path}{where_text}")
+        return _first(examples, max_examples)
     tfds_split = getattr(data.tfds, split, None) if data.tfds else None
     if not tfds_split:
         raise DataError(f"no data.tfds.{split} split in the config")
-    return read_tfds(data.tfds.name, tfds_split, data_dir=data.tfds.data_dir, **common)
+    return read_tfds(data.tfds.name, tfds_split, data_dir=data.tfds.data_dir, max_examples=max_examples, **common)
+
+
+def random_split(examples: TextExamples, split) -> dict[str, list[int]]:
+    """Indices of the `train`, `validation` and `test` parts of `examples` drawn by a `SplitConfig`.
+
+    The examples are shuffled with `split.seed` (with `split.stratify`, within
+    each label, the labels one after another) and every k-th goes to a part,
+    so each part holds its fraction of the examples (and, stratified, of each
+    label, give or take one). Each part keeps the file order.
+    """
+    indices = list(range(len(examples)))
+    rng = random.Random(split.seed)
+    if split.stratify:
+        if examples.labels is None:
+            raise DataError(f"{examples.source}: data.split.stratify: the examples have no labels")
+        by_label: dict = {}
+        for i in indices:
+            by_label.setdefault(examples.labels[i], []).append(i)
+        order = []
+        for label in sorted(by_label, key=_label_order):
+            rng.shuffle(by_label[label])
+            order += by_label[label]
+    else:
+        order = indices[:]
+        rng.shuffle(order)
+    parts = {}
+    for role, fraction in split.fractions().items():
+        count = round(fraction * len(examples))
+        if count == 0:
+            raise DataError(f"{examples.source}: data.split.{role}: {fraction} of {len(examples)} examples is no "
+                            "example; give a larger fraction")
+        chosen = {i for i in range(len(order)) if (i + 1) * count // len(order) > i * count // len(order)}
+        parts[role] = sorted(order[i] for i in chosen)
+        order = [index for i, index in enumerate(order) if i not in chosen]
+    if not order:
+        raise DataError(f"{examples.source}: data.split leaves no examples to train on")
+    return {"train": sorted(order), **parts}
