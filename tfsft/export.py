@@ -134,7 +134,7 @@ def find_saved_model(path: str | Path) -> Path:
 
 
 def predict(path: str | Path, texts: list[str], pairs: Optional[list[str]] = None, batch_size: int = 64):
-    """Runs an exported SavedModel on strings; yields one dict per input."""
+    """Runs an exported SavedModel on strings; yields one dict per input: `text`, then the outputs by name."""
     import tensorflow_text  # noqa: F401  (registers the tokenizer's ops)
 
     fn = tf.saved_model.load(str(find_saved_model(path))).signatures["serving_default"]
@@ -142,7 +142,7 @@ def predict(path: str | Path, texts: list[str], pairs: Optional[list[str]] = Non
         args = {"text": tf.constant(texts[start:start + batch_size])}
         if pairs is not None:
             args["text_pair"] = tf.constant(pairs[start:start + batch_size])
-        out = {k: v.numpy() for k, v in fn(**args).items()}
+        out = {k: v.numpy() for k, v in sorted(fn(**args).items())}  # a stable key order (signatures have none)
         for i in range(len(args["text"])):
             row = {"text": texts[start + i]}
             for key, value in out.items():
