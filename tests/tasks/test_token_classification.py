@@ -188,7 +188,7 @@ def best_valid_sequence(scores):
 @pytest.mark.parametrize("graph", [False, True])
 @pytest.mark.parametrize("lengths", [(0, 1, 2, 4, 5, 3, 0), (1,), (1, 1, 1), (0,), (0, 1), ()])
 def test_viterbi_finds_the_best_valid_iob2_sequence(lengths, graph):
-    """Also for batches whose sentences are all one word long or empty, in a graph with unknown shapes (the SavedModel's case)."""
+    """Also for batches of only one-word or empty sentences, in a graph with unknown shapes (as in the SavedModel)."""
     _, label_types, label_begins = label_tables(VITERBI_LABELS)
     decode = lambda lp: iob2_viterbi(lp, tf.constant(label_types), tf.constant(label_begins))
     if graph:
