@@ -14,7 +14,7 @@ def module_name(path: Path) -> str:
 
 
 def import_graph() -> dict[str, set[str]]:
-    """tfsft module → the tfsft modules it imports (`from a import b` counts `a.b` when that is a module)."""
+    """tfsft module → the tfsft modules it imports (`from a import b` counts `a.b` when that is a module, else `a`)."""
     modules = {module_name(p): p for p in PACKAGE.rglob("*.py")}
     graph = {}
     for name, path in modules.items():
@@ -23,7 +23,9 @@ def import_graph() -> dict[str, set[str]]:
             if isinstance(node, ast.Import):
                 targets = [alias.name for alias in node.names]
             elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                targets = [f"{node.module}.{alias.name}" for alias in node.names] + [node.module]
+                targets = [f"{node.module}.{alias.name}" for alias in node.names]
+                if not all(target in modules for target in targets):  # names defined in the module itself
+                    targets.append(node.module)
             else:
                 continue
             for target in targets:

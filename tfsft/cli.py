@@ -8,14 +8,13 @@ config, bad data, missing files) print one clear message and exit with 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
+import warnings
 
-
-def _quiet_tensorflow() -> None:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+from tfsft import quiet
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -57,6 +56,9 @@ def _parser() -> argparse.ArgumentParser:
     source.add_argument("--text", action="append", help="input text (repeatable)")
     source.add_argument("--input", help="file with one text per line ('-' for stdin)")
     p.add_argument("--text-pair", action="append", help="second text for pair tasks (repeatable)")
+    for command in sub.choices.values():
+        command.add_argument("--verbose", action="store_true",
+                             help="show TensorFlow's start-up notices and the warnings tfsft hides")
     return parser
 
 
@@ -66,9 +68,7 @@ def _read_lines(path: str) -> list[str]:
         return [line.rstrip("\n") for line in handle if line.strip()]
 
 
-def run(argv: list[str]) -> int:
-    args = _parser().parse_args(argv)
-    _quiet_tensorflow()
+def run(args: argparse.Namespace) -> int:
     if args.command == "train":
         from tfsft.experiment import load_config
         from tfsft.export import export
@@ -113,8 +113,10 @@ def main(argv: list[str] | None = None) -> int:
     from tfsft.data.readers import DataError
 
     expected = (ConfigError, DataError, FileNotFoundError, ValueError, RuntimeError)
+    args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        return run(sys.argv[1:] if argv is None else argv)
+        with _output(args.verbose):
+            return run(args)
     except KeyboardInterrupt:
         print("tfsft: interrupted; a `tfsft train` run resumes from its last backup when started again",
               file=sys.stderr)
@@ -124,6 +126,18 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"tfsft: error: {e}", file=sys.stderr)
         return 2
+
+
+def _output(verbose: bool):
+    """`--verbose`: TensorFlow's start-up notices (held back by `import tfsft`) and every warning;
+    else the notices stay out of stderr for the whole command, and Keras' warning that a finite
+    validation or test dataset ran out of data (it does, by design) is not shown."""
+    if verbose:
+        for line in quiet.HELD_BACK:
+            print(line, file=sys.stderr)
+        return contextlib.nullcontext()
+    warnings.filterwarnings("ignore", message="Your input ran out of data")
+    return quiet.NoticeFilter()
 
 
 if __name__ == "__main__":
