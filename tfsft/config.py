@@ -243,6 +243,7 @@ class TrainConfig:
     bucket_boundaries: list[int] = field(default_factory=lambda: [16, 32, 48, 64, 96])
     eval_batch_size: int = 128
     verbose: Literal[0, 1, 2] = 1
+    keep_backup: bool = False  # keep backup/ (weights + optimizer state, for resuming) after the run finishes
 
     def validate(self) -> list[tuple[str, str]]:
         errors = []

@@ -5,9 +5,9 @@ Layout::
     <run_dir>/config.yaml            the resolved config
               task.json              task state (label vocabulary, ...)
               tokenizer/             the tokenizer (KerasHub preset format)
-              model.keras            the trained task model (best checkpoint)
-              checkpoints/best.weights.h5
-              backup/                BackupAndRestore state while training
+              model.keras            the trained task model (best weights; no optimizer state)
+              checkpoints/best.weights.h5   the best weights so far, while training
+              backup/                weights + optimizer state while training (resume; `train.keep_backup`)
               logs/                  TensorBoard events; history.csv
               metrics.json           evaluation metrics; confusion_matrix.png
               export/<name>/<ver>/   the SavedModel for TF Serving
@@ -16,9 +16,9 @@ Layout::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,10 +43,24 @@ class LoadedRun:
     path: Path
 
 
+@contextlib.contextmanager
+def without_training_state(model):
+    """`model` with its optimizer and compile settings set aside, so that `save`,
+    `save_weights` and `load_weights` handle only what inference needs: with
+    Adam's two moments per weight, a third of the bytes."""
+    optimizer, compiled = getattr(model, "optimizer", None), model.compiled
+    model.optimizer, model.compiled = None, False
+    try:
+        yield model
+    finally:
+        model.optimizer, model.compiled = optimizer, compiled
+
+
 def save_artifacts(path: Path, model, tokenizer, task) -> None:
-    """Writes model, tokenizer and task state (each replaced atomically)."""
+    """Writes model (without optimizer state), tokenizer and task state (each replaced atomically)."""
     tmp = path / "model.keras.tmp.keras"
-    model.save(tmp)
+    with without_training_state(model):
+        model.save(tmp)
     tmp.replace(path / "model.keras")
     tokenizer_dir = path / "tokenizer"
     staging = path / "tokenizer.tmp"
@@ -85,9 +99,7 @@ def save_preset(run_dir: Path, preset_dir: Path) -> Path:
     `keras_hub.models.Backbone.from_preset(preset_dir)` and
     `keras_hub.models.Tokenizer.from_preset(preset_dir)` load it back.
     """
-    with warnings.catch_warnings():  # compile=False: the saved optimizer state is not needed
-        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
-        model = keras.saving.load_model(run_dir / "model.keras", compile=False)
+    model = keras.saving.load_model(run_dir / "model.keras", compile=False)
     tokenizer = load_tokenizer(run_dir / "tokenizer")
     preset_dir.mkdir(parents=True, exist_ok=True)
     model.backbone.save_to_preset(str(preset_dir))

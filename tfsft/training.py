@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shutil
 import time
 import warnings
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from tfsft.data.pipeline import evaluation_dataset, training_dataset
 from tfsft.models import fast_matmul
 from tfsft.models.backbones import load_backbone
 from tfsft.optimization import make_optimizer
-from tfsft.run_dir import load_run, save_artifacts, save_preset
+from tfsft.run_dir import load_run, save_artifacts, save_preset, without_training_state
 from tfsft.tasks import get_task
 from tfsft.tasks.pretraining import prepare_tokenizer
 
@@ -55,6 +56,34 @@ class StopOnNaN(keras.callbacks.Callback):
                 f"the training loss became {float(loss)} at step {step}. Try a lower train.learning_rate "
                 f"(now {self.learning_rate}), train.precision: float32, or check the data for bad labels."
             )
+
+
+class BestWeights(keras.callbacks.Callback):
+    """Saves the weights, without optimizer state, whenever `monitor` improves at the end of an interval.
+
+    (Keras' `ModelCheckpoint` also writes the optimizer's state, twice the
+    weights again with Adam; only `BackupAndRestore` needs that, to resume.)
+
+    Args:
+        path: the `.weights.h5` file.
+        monitor: the logged metric, e.g. "val_accuracy" (lower is better for a loss or error).
+        best: the value to beat (e.g. from the history of an interrupted run).
+    """
+
+    def __init__(self, path: Path, monitor: str, best: float | None = None):
+        super().__init__()
+        self.path, self.monitor, self.best = path, monitor, best
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if self.monitor not in logs:
+            raise ConfigError("the config", [("train.monitor", f"{self.monitor!r} is not logged; "
+                                              f"the logged metrics are {', '.join(logs)}")])
+        value = float(logs[self.monitor])
+        if self.best is None or (value < self.best if _mode(self.monitor) == "min" else value > self.best):
+            self.best = value
+            with without_training_state(self.model):
+                self.model.save_weights(self.path)
 
 
 @dataclass
@@ -210,11 +239,9 @@ def train(config: ExperimentConfig, log: Callable[[str], None] = print,
     (run / "logs").mkdir(exist_ok=True)
     user_callbacks, callbacks = list(callbacks), [
         StopOnNaN(config.train.learning_rate),
-        keras.callbacks.ModelCheckpoint(
-            best_path, monitor=monitor, mode=_mode(monitor), save_best_only=True, save_weights_only=True,
-            initial_value_threshold=_best_so_far(run / "logs" / "history.csv", monitor) if done else None,
-        ),
-        keras.callbacks.BackupAndRestore(str(run / "backup"), save_freq="epoch"),
+        BestWeights(best_path, monitor, _best_so_far(run / "logs" / "history.csv", monitor) if done else None),
+        keras.callbacks.BackupAndRestore(str(run / "backup"), save_freq="epoch",
+                                         delete_checkpoint=not config.train.keep_backup),
         keras.callbacks.CSVLogger(str(run / "logs" / "history.csv"), append=bool(done)),
         keras.callbacks.TensorBoard(str(run / "logs"), update_freq=50, write_graph=False),
     ]
@@ -239,8 +266,10 @@ def train(config: ExperimentConfig, log: Callable[[str], None] = print,
         shuffle=False,  # the dataset is shuffled (seeded) by the pipeline
     )
     if best_path.exists():
-        model.load_weights(best_path)
+        with without_training_state(model):
+            model.load_weights(best_path)
     save_artifacts(run, model, tokenizer, task)
+    shutil.rmtree(best_path.parent, ignore_errors=True)  # model.keras holds the best weights: one copy is enough
 
     metrics = {}
     if val_split is not None:
