@@ -32,15 +32,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value (repeatable)")
 
-    p = sub.add_parser("generate", help="continue a prompt with a pretrained causal LM (GPT-2)")
-    p.add_argument("path", help="`tfsft pretrain` run directory or its preset/ folder")
-    p.add_argument("--prompt", action="append", required=True, help="prompt text (repeatable)")
-    p.add_argument("--sampler", default="greedy", choices=["greedy", "top_k", "top_p"])
-    p.add_argument("--max-length", type=int, default=64, help="total tokens, prompt included")
-    p.add_argument("--k", type=int, default=10, help="top_k: sample among the k most likely tokens")
-    p.add_argument("--p", type=float, default=0.9, help="top_p: nucleus probability mass")
-    p.add_argument("--seed", type=int, default=None, help="sampling seed (top_k, top_p)")
-    p.add_argument("--no-stop", action="store_true", help="keep generating past <|endoftext|> up to --max-length")
+    _add_generate_parser(sub)
 
     p = sub.add_parser("evaluate", help="evaluate a finished run on a split")
     p.add_argument("run_dir")
@@ -60,6 +52,80 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("--verbose", action="store_true",
                              help="show TensorFlow's start-up notices and the warnings tfsft hides")
     return parser
+
+
+def _add_generate_parser(sub) -> None:
+    p = sub.add_parser("generate", help="generate text with an instruction-tuned run, or continue a prompt with a "
+                                        "`tfsft pretrain` GPT-2")
+    p.add_argument("path", help="instruction_tuning run directory, or a `tfsft pretrain` run directory or its "
+                                "preset/ folder")
+    p.add_argument("--prompt", action="append", help="prompt text (repeatable)")
+    p.add_argument("--seed", type=int, default=None, help="sampling seed (same seed, same output)")
+    tuned = p.add_argument_group("instruction-tuned runs (the trained chat template is applied)")
+    tuned.add_argument("--chat", action="store_true", help="chat: one user message per stdin line, until EOF")
+    tuned.add_argument("--max-new-tokens", type=int, default=None, help="default: the run's task.max_new_tokens")
+    tuned.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (the default)")
+    tuned.add_argument("--top-k", type=int, default=0, help="sample among the k most likely tokens (0 = all)")
+    tuned.add_argument("--top-p", type=float, default=1.0, help="nucleus probability mass")
+    tuned.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+    pretrained = p.add_argument_group("`tfsft pretrain` GPT-2 runs")
+    pretrained.add_argument("--sampler", default="greedy", choices=["greedy", "top_k", "top_p"])
+    pretrained.add_argument("--max-length", type=int, default=64, help="total tokens, prompt included")
+    pretrained.add_argument("--k", type=int, default=10, help="top_k: sample among the k most likely tokens")
+    pretrained.add_argument("--p", type=float, default=0.9, help="top_p: nucleus probability mass")
+    pretrained.add_argument("--no-stop", action="store_true",
+                            help="keep generating past <|endoftext|> up to --max-length")
+
+
+def _chat_messages():
+    """User messages from stdin, one a line (a "> " prompt on a terminal), until EOF."""
+    while True:
+        if sys.stdin.isatty():
+            print("> ", end="", file=sys.stderr, flush=True)
+        line = sys.stdin.readline()
+        if not line:
+            return
+        if line.strip():
+            yield line.rstrip("\n")
+
+
+def _generate(args) -> None:
+    from tfsft.generation import is_instruction_run
+
+    if is_instruction_run(args.path):
+        _generate_instruction(args)
+        return
+    if args.chat or not args.prompt:
+        raise ValueError(f"{args.path}: not an instruction_tuning run, so --prompt is required and --chat "
+                         "is not available (GPT-2 continuation)")
+    from tfsft.generation import generate
+
+    for text in generate(args.path, args.prompt, sampler=args.sampler, max_length=args.max_length,
+                         k=args.k, p=args.p, seed=args.seed, stop_at_end=not args.no_stop):
+        print(json.dumps({"text": text}, ensure_ascii=False))
+
+
+def _generate_instruction(args) -> None:
+    """`--prompt`: one JSON line per prompt; `--chat`: replies as plain text, one per message."""
+    from tfsft.generation import load_generator
+    from tfsft.tasks.instruction_tuning.text_generation import chat
+
+    if bool(args.chat) == bool(args.prompt):
+        raise ValueError("give --prompt (one or more) or --chat")
+    generator = load_generator(args.path)
+    options = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+                   top_p=args.top_p, seed=args.seed or 0, stop=args.stop)
+    if args.chat:
+        one_turn = not generator.module.encoder.template.multi_turn
+        print("chat: one message per line, Ctrl-D ends" + ("; this template renders one turn, so each message "
+              "is answered on its own" if one_turn else ""), file=sys.stderr)
+        rows = chat(generator, _chat_messages(), **options)
+    else:
+        rows = generator.generate(args.prompt, **options)
+    for row in rows:
+        if row["prompt_truncated"]:
+            print("tfsft: warning: the prompt was cut from the left to fit the model", file=sys.stderr)
+        print(row["completion"] if args.chat else json.dumps(row, ensure_ascii=False), flush=True)
 
 
 def _read_lines(path: str) -> list[str]:
@@ -83,11 +149,7 @@ def run(args: argparse.Namespace) -> int:
 
         pretrain(load_config(args.config, args.overrides))
     elif args.command == "generate":
-        from tfsft.generation import generate
-
-        for text in generate(args.path, args.prompt, sampler=args.sampler, max_length=args.max_length,
-                             k=args.k, p=args.p, seed=args.seed, stop_at_end=not args.no_stop):
-            print(json.dumps({"text": text}, ensure_ascii=False))
+        _generate(args)
     elif args.command == "evaluate":
         from tfsft.training import evaluate
 

@@ -1,8 +1,11 @@
-"""Text generation from a pretrained causal LM with KerasHub samplers.
+"""Text generation: instruction-tuned runs, and pretrained GPT-2 presets with KerasHub samplers.
 
-The model is KerasHub's `GPT2CausalLM` (backbone + tokenizer from a preset
-folder, usually `<run_dir>/preset` written by `tfsft pretrain`), compiled with
-one of:
+An `instruction_tuning` run directory generates through its serving module
+(`load_generator`, `generate_text`: the trained template, the KV-cache loop of
+`tfsft.tasks.instruction_tuning.sampling`, the same graph as its SavedModel).
+The rest of this module continues prompts with a `tfsft pretrain` GPT-2:
+KerasHub's `GPT2CausalLM` (backbone + tokenizer from a preset folder, usually
+`<run_dir>/preset` written by `tfsft pretrain`), compiled with one of:
 
 * `greedy`: argmax at each step (deterministic);
 * `top_k`: sample from the k most likely tokens;
@@ -22,6 +25,37 @@ from typing import Literal
 import keras_hub
 
 Sampler = Literal["greedy", "top_k", "top_p"]
+INSTRUCTION_TASK = "instruction_tuning"
+
+
+def is_instruction_run(path: str | Path) -> bool:
+    """Whether `path` is a run directory whose task is instruction_tuning."""
+    from tfsft.experiment import load_config
+
+    config = Path(path) / "config.yaml"
+    return config.exists() and load_config(config).task.name == INSTRUCTION_TASK
+
+
+def load_generator(source):
+    """A `Generator` for an instruction_tuning run directory or `LoadedRun` (its module as `tfsft export` builds it)."""
+    from tfsft.run_dir import LoadedRun, load_run
+    from tfsft.tasks.instruction_tuning.text_generation import Generator
+
+    loaded = source if isinstance(source, LoadedRun) else load_run(source)
+    if loaded.config.task.name != INSTRUCTION_TASK:
+        raise ValueError(f"{loaded.path}: a {loaded.config.task.name!r} run; this needs an {INSTRUCTION_TASK} run")
+    encoder = loaded.task.make_encoder(loaded.tokenizer, loaded.config.model.sequence_length)
+    return Generator(loaded.task.serving_module(loaded.model, encoder))
+
+
+def generate_text(source, prompts: list[str], **options) -> list[dict]:
+    """Completions of an instruction-tuned run, one row per prompt (options: `Generator.complete_ids`).
+
+    Example:
+        >>> generate_text("runs/smollm2_alpaca", ["Name three colours."], max_new_tokens=32, stop=["\\n\\n"])
+        [{'prompt': 'Name three colours.', 'completion': ..., 'num_tokens': ..., 'finish_reason': 'stop', ...}]
+    """
+    return load_generator(source).generate(prompts, **options)
 
 
 def preset_folder(path: str | Path) -> Path:
