@@ -54,3 +54,20 @@ def tiny_train(**overrides) -> dict:
     """The `train:` section: a few fast steps in float32."""
     return {"batch_size": 8, "max_steps": 6, "eval_every_steps": 3, "learning_rate": 1e-3,
             "precision": "float32", "verbose": 0, **overrides}
+
+
+def tiny_text_config(folder: Path, vocab: Path, splits=("train", "validation"), **train_overrides):
+    """A text classification config on 16 JSON-lines rows (every split the same file) with a tiny model."""
+    import json
+
+    from tfsft.experiment import config_from_mapping
+
+    rows = [{"text": t, "label": l} for t, l in [("good film", "pos"), ("bad dull film", "neg")] * 8]
+    data = folder / "data.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return config_from_mapping({
+        "name": "tiny", "run_dir": str(folder / "run"), "model": tiny_model(vocab),
+        "task": {"name": "text_classification", "pooling": "mean"},  # mean pooling: a tfsft layer in the model
+        "data": {"files": {split: str(data) for split in splits}},
+        "train": tiny_train(**train_overrides),
+    })

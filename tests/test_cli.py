@@ -1,13 +1,12 @@
 """The `tfsft` command's output: TensorFlow's start-up notices held back unless --verbose."""
 
-import json
 import os
 import subprocess
 import sys
 
 import pytest
 
-from tests.conftest import tiny_model, tiny_train
+from tests.conftest import tiny_text_config
 from tfsft import quiet
 
 
@@ -38,19 +37,9 @@ def test_notice_filter_drops_notices_and_passes_everything_else(capfd):
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory, tiny_vocab):
-    from tfsft.experiment import config_from_mapping
     from tfsft.training import train
 
-    folder = tmp_path_factory.mktemp("cli")
-    rows = [{"text": t, "label": l} for t, l in [("good film", "pos"), ("bad film", "neg")] * 8]
-    data = folder / "data.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    config = config_from_mapping({
-        "name": "cli", "run_dir": str(folder / "run"), "model": tiny_model(tiny_vocab),
-        "task": {"name": "text_classification"},
-        "data": {"files": {"train": str(data), "validation": str(data)}}, "train": tiny_train(max_steps=2),
-    })
-    return train(config, log=lambda _: None).run_dir
+    return train(tiny_text_config(tmp_path_factory.mktemp("cli"), tiny_vocab, max_steps=2), log=lambda _: None).run_dir
 
 
 def test_evaluate_prints_no_tensorflow_notices_and_verbose_brings_them_back(tiny_run):

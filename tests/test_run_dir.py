@@ -12,28 +12,15 @@ import h5py
 import numpy as np
 import pytest
 
-from tests.conftest import tiny_model, tiny_train
-from tfsft.experiment import config_from_mapping
+from tests.conftest import tiny_text_config
 from tfsft.training import train
 
 PACKAGE = Path(__file__).resolve().parents[1] / "tfsft"
 
 
-def tiny_config(folder: Path, vocab: Path, **train_overrides):
-    rows = [{"text": t, "label": l} for t, l in [("good film", "pos"), ("bad dull film", "neg")] * 8]
-    data = folder / "data.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return config_from_mapping({
-        "name": "tiny", "run_dir": str(folder / "run"), "model": tiny_model(vocab),
-        "task": {"name": "text_classification", "pooling": "mean"},  # mean pooling: a tfsft layer in the model
-        "data": {"files": {"train": str(data), "validation": str(data)}},
-        "train": tiny_train(**train_overrides),
-    })
-
-
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory, tiny_vocab):
-    return train(tiny_config(tmp_path_factory.mktemp("run"), tiny_vocab), log=lambda _: None).run_dir
+    return train(tiny_text_config(tmp_path_factory.mktemp("run"), tiny_vocab), log=lambda _: None).run_dir
 
 
 def registered_classes() -> list[str]:
@@ -95,7 +82,7 @@ def test_finished_run_keeps_one_copy_of_the_weights_and_no_optimizer_state(finis
 
 
 def test_keep_backup_keeps_the_resume_state(tmp_path, tiny_vocab):
-    run = train(tiny_config(tmp_path, tiny_vocab, keep_backup=True), log=lambda _: None).run_dir
+    run = train(tiny_text_config(tmp_path, tiny_vocab, keep_backup=True), log=lambda _: None).run_dir
     assert json.loads((run / "backup" / "training_metadata.json").read_text())["epoch"] == 2
     assert os.listdir(run / "backup")
 

@@ -34,9 +34,12 @@ def _parser() -> argparse.ArgumentParser:
 
     _add_generate_parser(sub)
 
-    p = sub.add_parser("evaluate", help="evaluate a finished run on a split")
+    p = sub.add_parser("evaluate", help="evaluate a finished run on a split (of the data it was trained with)")
     p.add_argument("run_dir")
     p.add_argument("--split", default="validation", choices=["train", "validation", "test"])
+    p.add_argument("--data-dir", help="read the config's data files from this folder instead")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set data.files.test=other.txt (repeatable)")
 
     p = sub.add_parser("export", help="export a finished run as a TF Serving SavedModel")
     p.add_argument("run_dir")
@@ -153,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
     elif args.command == "evaluate":
         from tfsft.training import evaluate
 
-        evaluate(args.run_dir, args.split)
+        evaluate(args.run_dir, args.split, data_dir=args.data_dir, overrides=args.overrides)
     elif args.command == "export":
         from tfsft.export import export
 

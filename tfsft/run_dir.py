@@ -3,6 +3,7 @@
 Layout::
 
     <run_dir>/config.yaml            the resolved config
+              data.json              where the splits were read from, resolved at training time
               task.json              task state (label vocabulary, ...)
               tokenizer/             the tokenizer (KerasHub preset format)
               model.keras            the trained task model (best weights; no optimizer state)
@@ -24,10 +25,13 @@ from pathlib import Path
 
 import keras
 import keras_hub  # noqa: F401  (registers the KerasHub classes for deserialization)
+import yaml
 
-from tfsft.config import ExperimentConfig
-from tfsft.experiment import load_config
+from tfsft.config import DataConfig, ExperimentConfig
+from tfsft.experiment import config_from_mapping
 from tfsft.tasks import get_task
+
+DATA_SOURCES = "data.json"
 
 
 class RunDirError(ValueError):
@@ -79,13 +83,46 @@ def load_tokenizer(folder: Path):
     return tokenizer
 
 
-def load_run(path: str | Path) -> LoadedRun:
-    """Loads a finished run: config, task state, model and tokenizer."""
+def save_data_sources(path: Path, data: DataConfig) -> None:
+    """Writes `data.json`: the files each split is read from, resolved now (through
+    `data.data_dir` or `TFSFT_DATA_DIR`), or the TFDS dataset, so that a later
+    `load_run` reads the same data whatever the environment says then."""
+    if data.use_files():
+        root = data.resolved_data_dir()
+        sources = {"source": "files", "data_dir": str(root.absolute()) if root else None,
+                   "files": {split: str(data.file_path(split).absolute()) for split in data.files}}
+    else:
+        sources = {"source": "tfds", "tfds": data.tfds.name}
+    (path / DATA_SOURCES).write_text(json.dumps(sources, indent=2) + "\n", encoding="utf-8")
+
+
+def _run_config(path: Path, data_dir, overrides) -> ExperimentConfig:
+    """The run's config.yaml, its data as recorded in `data.json` (unless `data_dir` is given), then `overrides`."""
+    raw = yaml.safe_load((path / "config.yaml").read_text(encoding="utf-8"))
+    recorded = path / DATA_SOURCES
+    if data_dir is not None:
+        raw["data"]["data_dir"] = str(data_dir)
+    elif recorded.exists():  # runs trained before data.json existed fall back to the environment
+        sources = json.loads(recorded.read_text(encoding="utf-8"))
+        if sources["source"] == "files":
+            raw["data"].update(files=sources["files"], data_dir=sources["data_dir"])
+        else:
+            raw["data"]["files"] = {}
+    return config_from_mapping(raw, list(overrides), source=str(path / "config.yaml"))
+
+
+def load_run(path: str | Path, *, data_dir: str | Path | None = None, overrides=()) -> LoadedRun:
+    """Loads a finished run: config, task state, model and tokenizer.
+
+    The config reads the data the run was trained with (`data.json`); `data_dir`
+    reads the config's files from another folder instead, and `overrides`
+    (`key.path=value`) change the config last.
+    """
     path = Path(path)
     for name in ("config.yaml", "task.json", "model.keras", "tokenizer"):
         if not (path / name).exists():
             raise RunDirError(f"{path}: no {name}; is this a finished run directory (`tfsft train` writes it)?")
-    config = load_config(path / "config.yaml")
+    config = _run_config(path, data_dir, overrides)
     task = get_task(config)
     task.load_state(json.loads((path / "task.json").read_text(encoding="utf-8")))
     model = keras.saving.load_model(path / "model.keras", compile=False)

@@ -19,7 +19,7 @@ import math
 import shutil
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -32,7 +32,7 @@ from tfsft.data.pipeline import evaluation_dataset, training_dataset
 from tfsft.models import fast_matmul
 from tfsft.models.backbones import load_backbone
 from tfsft.optimization import make_optimizer
-from tfsft.run_dir import load_run, save_artifacts, save_preset, without_training_state
+from tfsft.run_dir import load_run, save_artifacts, save_data_sources, save_preset, without_training_state
 from tfsft.tasks import get_task
 from tfsft.tasks.pretraining import prepare_tokenizer
 
@@ -158,15 +158,16 @@ def _completed_intervals(backup_dir: Path) -> int:
 @dataclass
 class TrainResult:
     run_dir: Path
-    metrics: dict
+    metrics: dict  # on the validation split (empty without one)
     seconds: float
     steps: int
+    test_metrics: dict = field(default_factory=dict)  # on the test split, when the config has one
 
 
 @fast_matmul.fast_projections()
 def train(config: ExperimentConfig, log: Callable[[str], None] = print,
           callbacks: Sequence[keras.callbacks.Callback] = ()) -> TrainResult:
-    """Fine-tunes the configured model and evaluates it on the validation split.
+    """Fine-tunes the configured model and evaluates it on the validation and test splits (those given).
 
     Args:
         config: the validated experiment.
@@ -182,13 +183,15 @@ def train(config: ExperimentConfig, log: Callable[[str], None] = print,
     run = config.run_path
     run.mkdir(parents=True, exist_ok=True)
     save_config(config, run / "config.yaml")
+    save_data_sources(run, config.data)
     configure_runtime(config)
     strategy = make_strategy(config.train)
     task = get_task(config)
 
     train_examples = task.read("train")
     val_examples = task.read("validation") if config.data.has_split("validation") else None
-    for examples in (train_examples, val_examples):
+    test_examples = task.read("test") if config.data.has_split("test") else None
+    for examples in (train_examples, val_examples, test_examples):
         if examples is not None and examples.skipped_empty:
             log(f"{examples.source}: skipped {examples.skipped_empty} rows with empty text")
     task.fit_labels(train_examples)
@@ -204,8 +207,10 @@ def train(config: ExperimentConfig, log: Callable[[str], None] = print,
         log(f"  mean length {train_split.mean_tokens:.1f} tokens; {train_split.truncated} truncated "
             f"to {config.model.sequence_length}")
         val_split = task.encode(val_examples, encoder, training=False) if val_examples else None
-        if val_split is not None and val_split.truncated:
-            log(f"  validation: {val_split.truncated} of {val_split.size} truncated")
+        test_split = task.encode(test_examples, encoder, training=False) if test_examples else None
+        for name, split in (("validation", val_split), ("test", test_split)):
+            if split is not None and split.truncated:
+                log(f"  {name}: {split.truncated} of {split.size} truncated")
 
         plan = plan_steps(len(train_examples), config.train)
         done = _completed_intervals(run / "backup")
@@ -271,32 +276,45 @@ def train(config: ExperimentConfig, log: Callable[[str], None] = print,
     save_artifacts(run, model, tokenizer, task)
     shutil.rmtree(best_path.parent, ignore_errors=True)  # model.keras holds the best weights: one copy is enough
 
-    metrics = {}
-    if val_split is not None:
-        metrics = task.evaluate(model, val_examples, val_split, encoder, config.train.eval_batch_size, run)
-        metrics["split"] = "validation"
-        evaluation.write_metrics(metrics, run / "metrics.json")
-        log(evaluation.format_table(metrics, "validation"))
+    batch = config.train.eval_batch_size
+    metrics = (_score(task, model, val_examples, val_split, encoder, batch, "validation", run, run / "metrics.json",
+                      log) if val_split else {})
+    test_metrics = (_score(task, model, test_examples, test_split, encoder, batch, "test", run / "eval_test",
+                           run / "metrics_test.json", log) if test_split else {})
+    if val_split is None:
+        log(f"No validation split in the config (data.files.validation or data.tfds.validation): nothing was "
+            f"validated, and model.keras holds the weights of the interval with the best {monitor}")
     seconds = time.time() - start
     log(f"Finished in {seconds / 60:.1f} min; run directory {run}")
-    return TrainResult(run, metrics, seconds, plan.total_steps)
+    return TrainResult(run, metrics, seconds, plan.total_steps, test_metrics)
+
+
+def _score(task, model, examples, encoded, encoder, batch_size: int, split: str, out_dir: Path,
+           metrics_path: Path, log) -> dict:
+    """`task.evaluate` on one split: the metrics, also written to `metrics_path` and logged as a table."""
+    metrics = task.evaluate(model, examples, encoded, encoder, batch_size, out_dir)
+    metrics["split"] = split
+    evaluation.write_metrics(metrics, metrics_path)
+    log(evaluation.format_table(metrics, split))
+    return metrics
 
 
 @fast_matmul.fast_projections()
-def evaluate(run_dir: str | Path, split: str = "validation", log: Callable[[str], None] = print) -> dict:
-    """Evaluates a finished run on `split`; writes `metrics_<split>.json`."""
-    loaded = load_run(run_dir)
+def evaluate(run_dir: str | Path, split: str = "validation", log: Callable[[str], None] = print, *,
+             data_dir: str | Path | None = None, overrides: Sequence[str] = ()) -> dict:
+    """Evaluates a finished run on `split`; writes `metrics_<split>.json`.
+
+    The data is what the run was trained on (`<run_dir>/data.json`), unless
+    `data_dir` or `overrides` (`data.files.test=...`, as for `tfsft train --set`) say otherwise.
+    """
+    loaded = load_run(run_dir, data_dir=data_dir, overrides=overrides)
     config = loaded.config
     keras.mixed_precision.set_dtype_policy(config.train.precision)
     examples = loaded.task.read(split)
     encoder = loaded.task.make_encoder(loaded.tokenizer, config.model.sequence_length)
     encoded = loaded.task.encode(examples, encoder, training=False)
-    metrics = loaded.task.evaluate(loaded.model, examples, encoded, encoder, config.train.eval_batch_size,
-                                   loaded.path / f"eval_{split}")
-    metrics["split"] = split
-    evaluation.write_metrics(metrics, loaded.path / f"metrics_{split}.json")
-    log(evaluation.format_table(metrics, split))
-    return metrics
+    return _score(loaded.task, loaded.model, examples, encoded, encoder, config.train.eval_batch_size, split,
+                  loaded.path / f"eval_{split}", loaded.path / f"metrics_{split}.json", log)
 
 
 @dataclass
