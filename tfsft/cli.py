@@ -1,4 +1,4 @@
-"""Command line: `tfsft train|pretrain|evaluate|export|predict|generate`.
+"""Command line: `tfsft train|pretrain|evaluate|export|serving-config|predict|generate`.
 
 Each command is a thin wrapper over the Python function of the same name, so
 the CLI and the API are the same thing underneath. Expected failures (bad
@@ -44,17 +44,58 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="export a finished run as a TF Serving SavedModel")
     p.add_argument("run_dir")
     p.add_argument("--no-verify", action="store_true", help="skip the fresh-process reload check")
+    p.add_argument("--version", type=int, help="version to write (replacing it); default: the next free one")
 
-    p = sub.add_parser("predict", help="run an exported model (or a run's export) on text; JSON lines out")
-    p.add_argument("path", help="SavedModel folder, export folder or run directory")
+    _add_serving_config_parser(sub)
+
+    p = sub.add_parser("predict", help="run an exported model (or a run's export, or a served one) on text; "
+                                       "JSON lines out")
+    p.add_argument("path", nargs="?", help="SavedModel folder, export folder or run directory (not with --server)")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--text", action="append", help="input text (repeatable)")
     source.add_argument("--input", help="file with one text per line ('-' for stdin)")
     p.add_argument("--text-pair", action="append", help="second text for pair tasks (repeatable)")
+    p.add_argument("--server", help="ask a TF Serving model server instead: HOST:PORT (gRPC) or "
+                                    "http://HOST:PORT (REST)")
+    p.add_argument("--model", help="with --server: the served model's name")
     for command in sub.choices.values():
         command.add_argument("--verbose", action="store_true",
                              help="show TensorFlow's start-up notices and the warnings tfsft hides")
     return parser
+
+
+def _add_serving_config_parser(sub) -> None:
+    p = sub.add_parser("serving-config", help="write the TF Serving models.config of an export root")
+    p.add_argument("export_root", help="folder of <model>/<version>/ exports (export.export_dir)")
+    p.add_argument("--output", help="default: EXPORT_ROOT/models.config")
+    p.add_argument("--base-path", default="/models",
+                   help="EXPORT_ROOT as the server sees it (default /models, as in serving/docker-compose.yml)")
+    p.add_argument("--label", action="append", default=[], metavar="MODEL:LABEL=VERSION",
+                   help="e.g. sst2:stable=3 (repeatable); replaces that model's default labels (stable = the "
+                        "version before the newest, canary = the newest; stable alone for one version)")
+
+
+def _serving_config(args) -> None:
+    from tfsft.serving.models_config import parse_labels, write_models_config
+
+    path = write_models_config(args.export_root, args.output, parse_labels(args.label), args.base_path)
+    print(f"Wrote {path}")
+
+
+def _predict_rows(args, texts: list[str], pairs):
+    """Rows of the SavedModel at `args.path`, or of the model served at `--server`."""
+    if args.server is None:
+        if args.path is None or args.model:
+            raise ValueError("predict takes a SavedModel path, or --server HOST:PORT with --model NAME")
+        from tfsft.export import predict
+
+        return predict(args.path, texts, pairs)
+    if args.path is not None or not args.model:
+        raise ValueError("predict --server HOST:PORT takes --model NAME and no path")
+    from tfsft.serving.client import Client
+
+    with Client(args.server) as client:
+        return client.predict(args.model, texts, pairs)
 
 
 def _add_generate_parser(sub) -> None:
@@ -160,15 +201,15 @@ def run(args: argparse.Namespace) -> int:
     elif args.command == "export":
         from tfsft.export import export
 
-        export(args.run_dir, verify=not args.no_verify)
+        export(args.run_dir, verify=not args.no_verify, version=args.version)
+    elif args.command == "serving-config":
+        _serving_config(args)
     elif args.command == "predict":
-        from tfsft.export import predict
-
         texts = args.text or _read_lines(args.input)
         pairs = args.text_pair
         if pairs is not None and len(pairs) != len(texts):
             raise ValueError(f"--text-pair given {len(pairs)} times for {len(texts)} texts; give one per text")
-        for row in predict(args.path, texts, pairs):
+        for row in _predict_rows(args, texts, pairs):
             print(json.dumps(row, ensure_ascii=False))
     return 0
 

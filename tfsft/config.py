@@ -268,14 +268,14 @@ class TrainConfig:
 
 @dataclass
 class ExportConfig:
-    """TF Serving layout: `<export_dir>/<model_name>/<version>/`."""
+    """TF Serving layout: `<export_dir>/<model_name>/<version>/` (version: default the next free one)."""
 
     export_dir: Optional[str] = None
     model_name: str = "model"
-    version: int = 1
+    version: Optional[int] = None
 
     def validate(self) -> list[tuple[str, str]]:
-        if self.version <= 0:
+        if self.version is not None and self.version <= 0:
             return [("version", f"must be a positive integer. Received: {self.version}")]
         return []
 

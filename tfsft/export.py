@@ -6,9 +6,13 @@ the model and the decoding (argmax → label names), so a client sends strings:
     curl -d '{"instances": [{"text": "a gripping film"}]}' \
         localhost:8501/v1/models/sst2:predict
 
-Layout: `<export_dir>/<model_name>/<version>/saved_model.pb` (TF Serving's).
-The export is written to a temporary folder and renamed into place, so a
-failed export never leaves a half-written version behind. `verify_export`
+Layout: `<export_dir>/<model_name>/<version>/saved_model.pb` (TF Serving's);
+each export takes the next free version unless one is chosen, since TF
+Serving may be serving the last one. Beside the SavedModel go warm-up
+requests and batching parameters (`tfsft.serving.assets`), and a graph with
+an op TF Serving lacks fails the export (`tfsft.serving.ops`). The export
+is written to a temporary folder and renamed into place, so a failed export
+never leaves a half-written version behind. `verify_export`
 reloads it in a fresh process that imports only TensorFlow and TF Text (what
 TF Serving has) and compares its outputs with the Keras model's.
 """
@@ -28,43 +32,63 @@ import tensorflow as tf
 
 from tfsft.models import fast_matmul
 from tfsft.run_dir import LoadedRun, load_run
+from tfsft.serving.assets import write_batching_parameters, write_warmup_requests
+from tfsft.serving.ops import MIN_TF_SERVING, check_serving_ops
 
 
 class ExportError(RuntimeError):
     """Export failed or the reloaded SavedModel disagrees with the model."""
 
 
-def export_path(loaded: LoadedRun) -> Path:
+def export_path(loaded: LoadedRun, version: Optional[int] = None) -> Path:
+    """`<root>/<model_name>/<version>`: `version`, else `export.version`, else the next free one."""
     export = loaded.config.export
     root = Path(export.export_dir) if export.export_dir else loaded.path / "export"
-    return root / export.model_name / str(export.version)
+    model_dir = root / export.model_name
+    return model_dir / str(version or export.version or next_version(model_dir))
+
+
+def next_version(model_dir: Path) -> int:
+    """One more than the highest version folder in `model_dir` (1 when there is none)."""
+    return max((int(p.name) for p in model_dir.glob("*") if p.name.isdigit()), default=0) + 1
 
 
 @fast_matmul.fast_projections()
-def export(run_dir: str | Path, verify: bool = True, log: Callable[[str], None] = print) -> Path:
+def export(run_dir: str | Path, verify: bool = True, log: Callable[[str], None] = print,
+           version: Optional[int] = None) -> Path:
     """Exports a finished run as a SavedModel; returns the version folder.
 
+    `version` (else the config's `export.version`) replaces that version;
+    by default the export takes the next free number.
+
     Example:
-        >>> path = export("runs/sst2_minilm")   # runs/sst2_minilm/export/sst2/1
+        >>> path = export("runs/sst2_minilm")   # runs/sst2_minilm/export/sst2/1, then .../2
     """
+    if version is not None and version < 1:
+        raise ValueError(f"version must be a positive integer. Received: {version}")
     loaded = load_run(run_dir)
     encoder = loaded.task.make_encoder(loaded.tokenizer, loaded.config.model.sequence_length)
     module = loaded.task.serving_module(loaded.model, encoder)
     signatures = {"serving_default": module.serve, **getattr(module, "extra_signatures", lambda: {})()}
-    target = export_path(loaded)
+    target = export_path(loaded, version)
     staging = target.with_name(f".{target.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.parent.mkdir(parents=True, exist_ok=True)
     try:
         tf.saved_model.save(module, str(staging), signatures=signatures)
+        check_serving_ops(staging)
+        write_warmup_requests(staging, loaded.task.sample_inputs(), loaded.config.export.model_name)
+        unbatched = write_batching_parameters(staging)
         if verify:
             verify_export(staging, module, loaded.task.sample_inputs())
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    replaced = target.exists()
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
-    log(f"Exported SavedModel to {target}")
+    log(f"Exported SavedModel to {target}" + (" (replaced)" if replaced else "")
+        + f"; TF Serving >= {MIN_TF_SERVING}" + (f"; not batched: {unbatched}" if unbatched else ""))
     return target
 
 
@@ -138,6 +162,13 @@ def predict(path: str | Path, texts: list[str], pairs: Optional[list[str]] = Non
     import tensorflow_text  # noqa: F401  (registers the tokenizer's ops)
 
     fn = tf.saved_model.load(str(find_saved_model(path))).signatures["serving_default"]
+    yield from prediction_rows(fn, texts, pairs, batch_size)
+
+
+def prediction_rows(fn: Callable, texts: list[str], pairs: Optional[list[str]] = None, batch_size: int = 64):
+    """The rows of `predict` from `fn`: a `serving_default` signature, or a
+    function like it (string tensors in, a dict of tensors out) that asks TF
+    Serving (`tfsft.serving.client`)."""
     for start in range(0, len(texts), batch_size):
         args = {"text": tf.constant(texts[start:start + batch_size])}
         if pairs is not None:
