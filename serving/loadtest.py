@@ -7,6 +7,7 @@ Each request is `tfsft.serving.client.Client.predict(model, texts)` with
 --batch-size texts. The run stops after --requests requests or --max-seconds,
 whichever comes first, and prints p50/p99 latency and throughput (--json: one
 JSON object). One untimed request first fetches the model's signature.
+Exit status: 0, 1 when a request failed, 2 when the first one did.
 """
 
 from __future__ import annotations
