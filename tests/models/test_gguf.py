@@ -23,8 +23,9 @@ from keras_hub.src.tokenizers.byte_pair_tokenizer import bytes_to_unicode
 
 from tests.models.llama_reference import forward, permute, read_gguf
 from tfsft.config import ModelConfig
-from tfsft.models.backbones import LlamaBackbone, LlamaBytePairTokenizer, ModelSourceError, load_backbone
+from tfsft.models.backbones import ModelSourceError, load_backbone
 from tfsft.models.gguf import cache_dir, chat_template_info
+from tfsft.models.llama import LlamaBackbone, LlamaBytePairTokenizer
 
 Q = gguf.GGMLQuantizationType
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]

@@ -36,13 +36,8 @@ import gguf
 import keras_hub
 import numpy as np
 
-from tfsft.models.backbones import (
-    LlamaBackbone,
-    LlamaBytePairTokenizer,
-    ModelSourceError,
-    package_dir,
-    pad_token_for,
-)
+from tfsft.models.llama import LlamaBackbone, LlamaBytePairTokenizer, pad_token_for
+from tfsft.models.sources import ModelSourceError, package_dir
 
 SUPPORTED_ARCHITECTURES = ("llama",)
 SUPPORTED_TYPES = tuple(gguf.GGMLQuantizationType[name] for name in (
