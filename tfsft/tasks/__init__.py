@@ -20,6 +20,7 @@ task-agnostic (tasks never import the training loop or the run directory):
   tokenizer)`, used instead of `load_backbone` (e.g. to train a tokenizer first).
 """
 
+from tfsft.tasks.instruction_tuning import InstructionTuningTask
 from tfsft.tasks.pretraining import CausalLMTask, MaskedLMTask
 from tfsft.tasks.text_classification import TextClassificationTask, TextRegressionTask
 from tfsft.tasks.token_classification import TokenClassificationTask
@@ -32,6 +33,7 @@ TASKS = {
     "masked_lm": MaskedLMTask,
     "causal_lm": CausalLMTask,
     "translation": TranslationTask,
+    "instruction_tuning": InstructionTuningTask,
 }
 
 
