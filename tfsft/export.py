@@ -182,6 +182,25 @@ def prediction_rows(fn: Callable, texts: list[str], pairs: Optional[list[str]] =
             yield _trim_padded(row)
 
 
+def predict_inputs(path: str | Path, inputs: dict[str, list[str]], batch_size: int = 64):
+    """Runs an exported SavedModel on named string inputs, e.g. `{"question": [...], "context": [...]}`
+    (question answering); yields one dict per row: its inputs, then the outputs."""
+    import tensorflow_text  # noqa: F401  (registers the tokenizer's ops)
+
+    fn = tf.saved_model.load(str(find_saved_model(path))).signatures["serving_default"]
+    count = len(next(iter(inputs.values())))
+    for start in range(0, count, batch_size):
+        batch = {name: values[start:start + batch_size] for name, values in inputs.items()}
+        outputs = fn(**{name: tf.constant(v) for name, v in batch.items()})
+        out = {k: v.numpy() for k, v in sorted(outputs.items())}  # a stable key order (signatures have none)
+        for i in range(min(batch_size, count - start)):
+            row = {name: values[i] for name, values in batch.items()}
+            for key, value in out.items():
+                item = value[i]
+                row[key] = item.decode() if isinstance(item, bytes) else _plain(item.tolist())
+            yield _trim_padded(row)
+
+
 def _plain(value):
     """Nested lists with bytes decoded to str (JSON-ready)."""
     if isinstance(value, list):

@@ -22,6 +22,7 @@ task-agnostic (tasks never import the training loop or the run directory):
 
 from tfsft.tasks.instruction_tuning import InstructionTuningTask
 from tfsft.tasks.pretraining import CausalLMTask, MaskedLMTask
+from tfsft.tasks.question_answering import QuestionAnsweringTask
 from tfsft.tasks.text_classification import TextClassificationTask, TextRegressionTask
 from tfsft.tasks.token_classification import TokenClassificationTask
 from tfsft.tasks.translation import TranslationTask
@@ -33,6 +34,7 @@ TASKS = {
     "masked_lm": MaskedLMTask,
     "causal_lm": CausalLMTask,
     "translation": TranslationTask,
+    "question_answering": QuestionAnsweringTask,
     "instruction_tuning": InstructionTuningTask,
 }
 
