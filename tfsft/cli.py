@@ -1,4 +1,4 @@
-"""Command line: `tfsft train|pretrain|evaluate|export|serving-config|predict|generate`.
+"""Command line: `tfsft train|pretrain|suite|evaluate|export|serving-config|predict|generate`.
 
 Each command is a thin wrapper over the Python function of the same name, so
 the CLI and the API are the same thing underneath. Expected failures (bad
@@ -31,6 +31,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="pretraining YAML file (see configs/pretrain_*.yaml)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value (repeatable)")
+
+    p = sub.add_parser("suite", help="fine-tune and score every task of a benchmark suite (glue, superglue); "
+                                     "one table out")
+    p.add_argument("suite", help="glue or superglue")
+    p.add_argument("--task", dest="tasks", action="append", help="run only this task (repeatable; default: all)")
+    p.add_argument("--config-dir", help="where base.yaml and <task>.yaml are (default: configs/<suite>)")
+    p.add_argument("--run-dir", help="the task runs and results.md / results.json (default: runs/<suite>)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a value in every task's config (repeatable)")
 
     _add_generate_parser(sub)
 
@@ -192,6 +201,11 @@ def run(args: argparse.Namespace) -> int:
         from tfsft.training import pretrain
 
         pretrain(load_config(args.config, args.overrides))
+    elif args.command == "suite":
+        from tfsft.suites import run_suite
+
+        run_suite(args.suite, config_dir=args.config_dir, run_dir=args.run_dir, tasks=args.tasks,
+                  overrides=args.overrides)
     elif args.command == "generate":
         _generate(args)
     elif args.command == "evaluate":
