@@ -15,6 +15,7 @@ from tfsft.config import ConfigError
 from tfsft.data.pipeline import training_dataset
 from tfsft.data.readers import DataError
 from tfsft.experiment import config_from_mapping
+from tfsft.models.llama import LlamaBytePairTokenizer
 from tfsft.tasks.instruction_tuning.encoding import InstructionEncoder, fit_to_window
 from tfsft.tasks.instruction_tuning.options import InstructionTuningOptions
 from tfsft.tasks.instruction_tuning.packing import PackedCausalLM, pack_rows, packed_split
@@ -268,7 +269,9 @@ def test_padding_gets_weight_zero(chatml):
     assert np.all(weights.numpy()[padded] == 0) and np.all(features["token_ids"].numpy()[padded] == chatml.pad_id)
 
 
-def test_segments_tokenize_as_the_whole_string_and_as_served(tok):
+def test_segments_tokenize_as_the_whole_string_and_as_served():
+    # tfsft's Llama tokenizer: GPT-2's exact word split, under which "\n\n" + "word" ≠ "\n\nword".
+    tok = LlamaBytePairTokenizer(vocabulary=vocabulary(), merges=MERGES, unsplittable_tokens=SPECIALS)
     conversations = [ONE, Conversation((Turn("Name two  colours, please.", " Red and\nblue.", "in English"),))]
     encoder = encoder_for(tok, length=200, system="You help.")
     tokens = encoder.encode(conversations, str)

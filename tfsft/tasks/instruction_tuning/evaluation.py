@@ -79,12 +79,6 @@ def score(outputs: list[str], references: list[str], metrics: list[str]) -> dict
     return result
 
 
-def user_text(conversation: Conversation) -> str:
-    """The last user message (with its context) of a conversation, for `generations.jsonl`."""
-    turn = conversation.turns[-1]
-    return f"{turn.prompt}\n\n{turn.context}" if turn.context else turn.prompt
-
-
 def evaluate_generation(model, encoder: InstructionEncoder, conversations: list[Conversation], tokens: Tokens,
                         *, metrics: list[str], max_new_tokens: int, batch_size: int, out_dir: Path) -> dict:
     """Generates for every given example, scores it and writes `out_dir/generations.jsonl`.
@@ -98,7 +92,7 @@ def evaluate_generation(model, encoder: InstructionEncoder, conversations: list[
     out_dir.mkdir(parents=True, exist_ok=True)
     with open(out_dir / "generations.jsonl", "w", encoding="utf-8") as f:
         for conversation, reference, output in zip(conversations, references, outputs):
-            row = {"prompt": user_text(conversation), "reference": reference, "output": output}
+            row = {"prompt": conversation.turns[-1].message, "reference": reference, "output": output}
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
     return {**score(outputs, references, metrics), "generated_examples": len(outputs),
             "generate_seconds": round(seconds, 1)}

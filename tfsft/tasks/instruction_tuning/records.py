@@ -51,6 +51,11 @@ class Turn:
     response: str
     context: str = ""
 
+    @property
+    def message(self) -> str:
+        """The user's message: the prompt, then the context after a blank line."""
+        return f"{self.prompt}\n\n{self.context}" if self.context else self.prompt
+
 
 @dataclass(frozen=True)
 class Conversation:

@@ -5,13 +5,14 @@ Three templates (`task.template`), shown for one turn with a system prompt;
 
 * `chatml`: `<|im_start|>system\\n{system}<|im_end|>\\n<|im_start|>user\\n{prompt}<|im_end|>\\n`
   `<|im_start|>assistant\\n⟨{response}⟩⟨<|im_end|>⟩`; further turns follow after "\\n";
+  an Alpaca input (`context`) joins the user message: `{prompt}\\n\\n{context}`;
 * `alpaca`: `{system}\\n\\n### Instruction:\\n{prompt}\\n\\n### Input:\\n{context}\\n\\n`
   `### Response:\\n⟨{response}⟩⟨eos⟩` (the Input section only when there is context);
-* `plain`: `{system}\\n{prompt}\\n⟨{response}⟩⟨eos⟩`.
+* `plain`: `{system}\\n{prompt}\\n⟨{response}⟩⟨eos⟩`, with a context joined as for chatml.
 
 `eos` is the model's end-of-sequence token. ChatML renders multi-turn chats;
-alpaca and plain render one turn. The user's text (`{prompt}`, `{context}`)
-and each template literal between them are separate segments: the encoder
+alpaca and plain render one turn. The user's message (with a joined context),
+Alpaca's Input and each template literal between them are separate segments: the encoder
 tokenizes every segment on its own and concatenates the ids, so the loss mask
 is exact and a served prompt is tokenized exactly as in training.
 
@@ -61,7 +62,8 @@ class Template:
         name: chatml, alpaca or plain.
         system: the system block, with `{system}`.
         user: a user turn up to where the response starts, with `{prompt}`.
-        user_with_context: the same with `{context}` (Alpaca's input) too.
+        user_with_context: the same with a `{context}` section (alpaca); None =
+            the context joins the user message after a blank line (one segment).
         end: the token that closes every response (trainable: the model learns to stop).
         separator: text between a response's end and the next turn.
         multi_turn: whether conversations of several turns render.
@@ -71,7 +73,7 @@ class Template:
     name: str
     system: str
     user: str
-    user_with_context: str
+    user_with_context: Optional[str]
     end: str
     separator: str = ""
     multi_turn: bool = False
@@ -90,8 +92,10 @@ class Template:
         for index, turn in enumerate(conversation.turns):
             if index:
                 segments.append(Segment(self.separator))
-            user = self.user_with_context if turn.context else self.user
-            segments += _fill(user, prompt=turn.prompt, context=turn.context)
+            if turn.context and self.user_with_context:
+                segments += _fill(self.user_with_context, prompt=turn.prompt, context=turn.context)
+            else:
+                segments += _fill(self.user, prompt=turn.message)
             segments += [Segment(turn.response, trainable=True), Segment(self.end, trainable=True)]
         return [s for s in segments if s.text]
 
@@ -124,7 +128,7 @@ def make_template(name: str, eos: str) -> Template:
             name="chatml",
             system=IM_START + "system\n{system}" + IM_END + "\n",
             user=IM_START + "user\n{prompt}" + IM_END + "\n" + IM_START + "assistant\n",
-            user_with_context=IM_START + "user\n{prompt}\n\n{context}" + IM_END + "\n" + IM_START + "assistant\n",
+            user_with_context=None,
             end=IM_END,
             separator="\n",
             multi_turn=True,
@@ -140,8 +144,8 @@ def make_template(name: str, eos: str) -> Template:
             special_tokens=(eos,),
         )
     if name == "plain":
-        return Template(name="plain", system="{system}\n", user="{prompt}\n", user_with_context="{prompt}\n\n{context}\n",
-                        end=eos, special_tokens=(eos,))
+        return Template(name="plain", system="{system}\n", user="{prompt}\n", user_with_context=None, end=eos,
+                        special_tokens=(eos,))
     raise ValueError(f"unknown template {name!r}; expected one of {', '.join(NAMES)}")
 
 
