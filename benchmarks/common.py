@@ -77,7 +77,9 @@ class StepClock:
     """Wall-clock time of training steps after a warm-up.
 
     Call `tick()` at the end of every step; steps `warmup+1 … warmup+steps`
-    are timed (from the end of step `warmup` to the end of the last one).
+    are timed (from the end of step `warmup` to the end of the last one), in
+    wall-clock seconds and in CPU seconds of the process (all its threads:
+    a fairer measure of the work when other jobs share the cores).
 
     Args:
         warmup: steps before timing starts (graph tracing, allocator warm-up).
@@ -90,13 +92,14 @@ class StepClock:
         self.done = 0
         self.start: Optional[float] = None
         self.end: Optional[float] = None
+        self.cpu_start = self.cpu_end = 0.0
 
     def tick(self) -> None:
         self.done += 1
         if self.done == self.warmup:
-            self.start = time.perf_counter()
+            self.start, self.cpu_start = time.perf_counter(), time.process_time()
         elif self.done == self.warmup + self.steps:
-            self.end = time.perf_counter()
+            self.end, self.cpu_end = time.perf_counter(), time.process_time()
 
     @property
     def finished(self) -> bool:
@@ -104,9 +107,17 @@ class StepClock:
 
     @property
     def seconds(self) -> float:
+        self._check_finished()
+        return self.end - self.start
+
+    @property
+    def cpu_seconds(self) -> float:
+        self._check_finished()
+        return self.cpu_end - self.cpu_start
+
+    def _check_finished(self) -> None:
         if self.start is None or self.end is None:
             raise RuntimeError(f"timed {self.done} of {self.warmup} + {self.steps} steps; the run stopped early")
-        return self.end - self.start
 
 
 def training_result(name: str, clock: StepClock, batch_size: int, real_tokens: int, padded_tokens: int,
@@ -130,6 +141,7 @@ def training_result(name: str, clock: StepClock, batch_size: int, real_tokens: i
         "warmup_steps": clock.warmup,
         "batch_size": batch_size,
         "examples_per_s": examples / seconds,
+        "examples_per_cpu_s": examples / clock.cpu_seconds,
         "real_tokens_per_s": real_tokens / seconds,
         "padded_tokens_per_s": padded_tokens / seconds,
         "mean_real_length": real_tokens / examples,

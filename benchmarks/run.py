@@ -10,6 +10,7 @@ and KerasHub run in this interpreter's environment.
     make bench                                   # = .venv/bin/python benchmarks/run.py
     .venv/bin/python benchmarks/run.py --quick   # tiny counts, one repeat: a smoke check
     .venv/bin/python benchmarks/run.py --only train --repeats 5
+    .venv/bin/python benchmarks/run.py --only tfsft_train --only evaluate   # evaluation ÷ training speed
 """
 
 from __future__ import annotations
@@ -73,6 +74,11 @@ MEASUREMENTS = [
     Measurement("pipeline_hf", ("pipeline", "hf"), "bench_pipeline.py", "hf",
                 ("--impl", "hf", "--examples", "10000", "--model-dir", MODEL_DIR),
                 ("--impl", "hf", "--examples", "2000", "--model-dir", MODEL_DIR), "examples_per_s"),
+    Measurement("evaluate_tfsft", ("evaluate",), "bench_tfsft_evaluate.py", "main",
+                ("--impl", "tfsft", "--passes", "4"), ("--impl", "tfsft", "--passes", "2"), "examples_per_s"),
+    Measurement("evaluate_keras_predict", ("evaluate",), "bench_tfsft_evaluate.py", "main",
+                ("--impl", "keras_predict", "--passes", "3"), ("--impl", "keras_predict", "--passes", "2"),
+                "examples_per_s"),
     Measurement("serving_savedmodel", ("serving",), "bench_serving.py", "main",
                 ("--impl", "savedmodel", "--requests", "150", "--batches", "15"),
                 ("--impl", "savedmodel", "--requests", "20", "--batches", "3"), "batch32_examples_per_s"),
@@ -202,14 +208,16 @@ def main(argv=None) -> int:
             measurements = [m for m in measurements if m.env != "hf"]
             log(f"skipping the Hugging Face measurements: {e}")
     folder = model_dir()
-    if any(m.name.startswith("serving_") for m in measurements):
-        log("preparing the serving benchmark: a short training run + export (once) ...")
-        try:
-            run_script(Path(sys.executable), "bench_serving.py", ["--prepare"], env)
-        except RuntimeError as e:
-            failures.append({"repeat": 0, "name": "serving setup", "error": str(e)})
-            measurements = [m for m in measurements if not m.name.startswith("serving_")]
-            log(f"skipping serving: {e}")
+    for prefix, script, what in (("serving_", "bench_serving.py", "a short training run + export"),
+                                 ("evaluate_", "bench_tfsft_evaluate.py", "a short training run")):
+        if any(m.name.startswith(prefix) for m in measurements):
+            log(f"preparing the {prefix[:-1]} benchmark: {what} (once) ...")
+            try:
+                run_script(Path(sys.executable), script, ["--prepare"], env)
+            except RuntimeError as e:
+                failures.append({"repeat": 0, "name": f"{prefix[:-1]} setup", "error": str(e)})
+                measurements = [m for m in measurements if not m.name.startswith(prefix)]
+                log(f"skipping {prefix[:-1]}: {e}")
 
     def script_args(m: Measurement) -> list[str]:
         return [folder if a == MODEL_DIR else a for a in (m.quick_args if args.quick else m.args)]

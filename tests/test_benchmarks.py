@@ -156,3 +156,12 @@ def test_pipeline_peers_tokenize_alike():
     hf.enable_padding(pad_id=0)
     ids = [e.ids for e in hf.encode_batch(texts)]
     assert features["token_ids"].numpy().tolist() == ids
+
+
+def test_evaluation_speed_is_compared_with_training_of_the_same_repeat():
+    comparison = next(c for c in report.COMPARISONS if c.label.startswith("evaluation ÷ training"))
+    repeats = [{"tfsft_train": {"examples_per_s": 60.0}, "evaluate_tfsft": {"examples_per_s": 240.0}},
+               {"tfsft_train": {"examples_per_s": 30.0}, "evaluate_tfsft": {"examples_per_s": 60.0}}]
+    assert report.ratio_median(comparison, repeats) == (3.0, [4.0, 2.0])
+    assert comparison.target == 3.0
+    assert [m.name for m in run.select(["evaluate"])] == ["evaluate_tfsft", "evaluate_keras_predict"]

@@ -4,7 +4,7 @@ import keras_hub
 import numpy as np
 import pytest
 
-from tfsft.data.pipeline import TextEncoder, encode_examples, evaluation_dataset, training_dataset
+from tfsft.data.pipeline import TextEncoder, encode_examples, evaluation_dataset, predict_split, training_dataset
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +88,31 @@ def test_every_example_appears_once_per_epoch(encoder):
     assert sorted(seen.tolist()) == list(range(64))
 
 
-def test_evaluation_dataset_keeps_order(encoder):
-    split = make_split(encoder, n=20)
-    labels = np.concatenate([y.numpy() for _, y in evaluation_dataset(split, pad_id=0, batch_size=6)])
-    assert labels.tolist() == list(range(20))
+def test_evaluation_batches_hold_every_example_once_among_similar_lengths(encoder):
+    split = make_split(encoder, n=40)
+    batches = list(evaluation_dataset(split, pad_id=0, batch_size=6))
+    assert sorted(np.concatenate([y.numpy() for _, y in batches]).tolist()) == list(range(40))
+    for features, _ in batches:  # each batch from one bucket (≤ 8 or 9-16 tokens) and padded to its longest
+        lengths = features["padding_mask"].numpy().sum(axis=1)
+        assert (lengths <= 8).all() or (lengths > 8).all()
+        assert features["token_ids"].shape[1] == lengths.max()
+
+
+def test_predict_split_gives_outputs_in_order_from_one_trace(encoder):
+    import keras
+    import tensorflow as tf
+
+    traces = []
+
+    class Lengths(keras.layers.Layer):  # the example's length, from its padding mask
+        def call(self, mask):
+            traces.append(1)
+            return tf.reduce_sum(tf.cast(mask, tf.float32), axis=1, keepdims=True)
+
+    mask = keras.Input((None,), dtype="int32", name="padding_mask")
+    model = keras.Model({"padding_mask": mask}, Lengths()(mask))
+    split = make_split(encoder, n=40)
+    traces.clear()
+    lengths = predict_split(model, split, pad_id=0, batch_size=6)
+    assert lengths[:, 0].tolist() == [int(f["padding_mask"].numpy().sum()) for f, _ in split.dataset]
+    assert len(traces) == 1  # one trace for every batch shape

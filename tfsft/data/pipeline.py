@@ -192,8 +192,45 @@ def training_dataset(
     return dataset.prefetch(AUTOTUNE)
 
 
+EVAL_BUCKETS = [8, 16, 24, 32, 40, 48, 56, 64, 96, 128, 192, 256, 384]  # lengths that share a batch: ≤ 8, 9-16, ...
+
+
+def _similar_length_batches(dataset: tf.data.Dataset, pad_id: int, batch_size: int) -> tf.data.Dataset:
+    """Every example once, in batches of examples of similar length, each padded to its own longest."""
+    return dataset.bucket_by_sequence_length(
+        element_length_func=_length,
+        bucket_boundaries=[b + 1 for b in EVAL_BUCKETS],
+        bucket_batch_sizes=[batch_size] * (len(EVAL_BUCKETS) + 1),
+        padding_values=_padding_values(pad_id, dataset.element_spec),
+    )
+
+
 def evaluation_dataset(split: EncodedSplit, *, pad_id: int, batch_size: int) -> tf.data.Dataset:
-    """Batches in the original order (so predictions line up with labels)."""
-    return split.dataset.padded_batch(
-        batch_size, padding_values=_padding_values(pad_id, split.dataset.element_spec)
-    ).prefetch(AUTOTUNE)
+    """Batches of examples of similar length (little padding), *not* in the split's order.
+
+    For whatever does not depend on order (Keras' validation metrics, token
+    statistics); `predict_split` gives per-example outputs in order.
+    """
+    return _similar_length_batches(split.dataset, pad_id, batch_size).prefetch(AUTOTUNE)
+
+
+def predict_split(model: keras.Model, split: EncodedSplit, *, pad_id: int, batch_size: int) -> np.ndarray:
+    """The model's output for every example of `split`, in the split's order.
+
+    Forward passes only: examples of similar length share a batch, and one
+    traced function takes every batch shape. (`model.predict` on batches in
+    file order padded SST-2 dev to twice its tokens and traced per length: it
+    ran slower than training, see benchmarks/bench_tfsft_evaluate.py.)
+    """
+    features = split.dataset.map(lambda x, *_: x)
+    names = list(model.input)
+    spec = {k: tf.TensorSpec([None, None], features.element_spec[k].dtype, name=k) for k in names}
+    forward = tf.function(lambda x: model(x, training=False), input_signature=[spec])
+    batches = _similar_length_batches(features.enumerate().map(lambda i, x: (x, i)), pad_id, batch_size)
+    outputs, order = [], []
+    for x, index in batches.prefetch(AUTOTUNE):
+        outputs.append(forward({k: x[k] for k in names}).numpy())
+        order.append(index.numpy())
+    ordered = np.empty_like(np.concatenate(outputs))
+    ordered[np.concatenate(order)] = np.concatenate(outputs)
+    return ordered

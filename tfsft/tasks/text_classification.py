@@ -21,7 +21,7 @@ from tfsft.data.pipeline import (
     EncodedSplit,
     TextEncoder,
     encode_examples,
-    evaluation_dataset,
+    predict_split,
 )
 from tfsft.data.readers import DataError, TextExamples, read_split
 from tfsft.models.backbones import sequence_output
@@ -233,11 +233,10 @@ class TextClassificationTask:
 
     # --- evaluation ---------------------------------------------------------
     def evaluate(self, model, examples: TextExamples, split: EncodedSplit, encoder: TextEncoder,
-                 batch_size: int, out_dir: Path, verbose: int = 0) -> dict:
+                 batch_size: int, out_dir: Path) -> dict:
         """Metrics on an encoded split; writes the confusion matrix to `out_dir`."""
         targets = self.targets(examples)
-        dataset = evaluation_dataset(split, pad_id=encoder.pad_id, batch_size=batch_size).map(lambda x, *_: x)
-        logits = model.predict(dataset, verbose=verbose)
+        logits = predict_split(model, split, pad_id=encoder.pad_id, batch_size=batch_size)
         probabilities = tf.nn.softmax(logits).numpy()
         metrics = evaluation.classification_metrics(targets, probabilities, self.label_names)
         evaluation.plot_confusion_matrix(metrics["confusion_matrix"], self.label_names, out_dir / "confusion_matrix.png")
@@ -306,10 +305,9 @@ class TextRegressionTask(TextClassificationTask):
     def metrics(self):
         return [keras.metrics.MeanAbsoluteError(name="mae")]
 
-    def evaluate(self, model, examples, split, encoder, batch_size, out_dir, verbose=0) -> dict:
+    def evaluate(self, model, examples, split, encoder, batch_size, out_dir) -> dict:
         targets = self.targets(examples)
-        dataset = evaluation_dataset(split, pad_id=encoder.pad_id, batch_size=batch_size).map(lambda x, *_: x)
-        scores = model.predict(dataset, verbose=verbose)[:, 0]
+        scores = predict_split(model, split, pad_id=encoder.pad_id, batch_size=batch_size)[:, 0]
         return evaluation.regression_metrics(targets, scores)
 
     def serving_outputs(self, scores) -> dict:
