@@ -307,7 +307,7 @@ def test_character_offsets_count_code_points(tokenizer):
 def test_tiny_run_trains_evaluates_exports_and_predicts(tmp_path, capsys):
     from tfsft import cli
     from tfsft.export import export
-    from tfsft.training import train
+    from tfsft.training import evaluate, train
 
     squad = synthetic_squad(tmp_path / "squad.json")
     model = {**tiny_model(write_vocab(tmp_path / "vocab.txt")), "sequence_length": 16}  # long contexts → windows
@@ -325,6 +325,9 @@ def test_tiny_run_trains_evaluates_exports_and_predicts(tmp_path, capsys):
     assert sorted(predictions) == [f"q{a}-{i}" for a in (4, 5) for i in range(3)]
     assert all(p in CONTEXT for p in predictions.values())
     assert "val_span_accuracy" in (result.run_dir / "logs" / "history.csv").read_text().splitlines()[0]
+    again = evaluate(result.run_dir, "validation", log=lambda _: None)  # the run reloaded: the same answers
+    assert again["f1"] == pytest.approx(result.metrics["f1"])
+    assert json.loads((result.run_dir / "eval_validation" / "predictions.json").read_text()) == predictions
 
     saved = export(result.run_dir, log=lambda _: None)  # verified in a fresh TF + TF Text process
     assert cli.main(["predict", str(saved), "--question", "what is great ?", "--context", CONTEXT]) == 0
