@@ -63,7 +63,9 @@ def _parser() -> argparse.ArgumentParser:
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--text", action="append", help="input text (repeatable)")
     source.add_argument("--input", help="file with one text per line ('-' for stdin)")
+    source.add_argument("--question", action="append", help="question answering: a question (repeatable)")
     p.add_argument("--text-pair", action="append", help="second text for pair tasks (repeatable)")
+    p.add_argument("--context", action="append", help="question answering: the context of each --question")
     p.add_argument("--server", help="ask a TF Serving model server instead: HOST:PORT (gRPC) or "
                                     "http://HOST:PORT (REST)")
     p.add_argument("--model", help="with --server: the served model's name")
@@ -105,6 +107,19 @@ def _predict_rows(args, texts: list[str], pairs):
 
     with Client(args.server) as client:
         return client.predict(args.model, texts, pairs)
+
+
+def _predict_answers(args) -> None:
+    """`predict --question Q --context C ...`: question answering, JSON lines out."""
+    if args.context is None or len(args.context) != len(args.question):
+        raise ValueError(f"--context given {len(args.context or [])} times for {len(args.question)} questions; "
+                         "give one per --question")
+    if args.server is not None or args.path is None:
+        raise ValueError("predict --question takes a SavedModel path (not --server)")
+    from tfsft.export import predict_inputs
+
+    for row in predict_inputs(args.path, {"question": args.question, "context": args.context}):
+        print(json.dumps(row, ensure_ascii=False))
 
 
 def _add_generate_parser(sub) -> None:
@@ -218,6 +233,8 @@ def run(args: argparse.Namespace) -> int:
         export(args.run_dir, verify=not args.no_verify, version=args.version)
     elif args.command == "serving-config":
         _serving_config(args)
+    elif args.command == "predict" and args.question:
+        _predict_answers(args)
     elif args.command == "predict":
         texts = args.text or _read_lines(args.input)
         pairs = args.text_pair
