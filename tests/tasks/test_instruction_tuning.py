@@ -263,7 +263,7 @@ def test_padding_gets_weight_zero(chatml):
     split = split_of(chatml, [ONE, Conversation((Turn("A much longer question here?", "yes"),))])
     batches = training_dataset(split, pad_id=chatml.pad_id, batch_size=2, bucket_boundaries=[], sequence_length=64,
                                seed=0, shuffle_buffer=2)
-    features, targets, weights = next(iter(batches))  # both examples, padded to the longer
+    features, _, weights = next(iter(batches))  # both examples, padded to the longer
     padded = features["padding_mask"].numpy() == 0
     assert padded.any(axis=1).tolist().count(True) == 1
     assert np.all(weights.numpy()[padded] == 0) and np.all(features["token_ids"].numpy()[padded] == chatml.pad_id)
@@ -422,20 +422,21 @@ def test_train_tiny_llama_auto_chatml_packed_then_evaluate_the_run(tmp_path):
 # ----------------------------------------------------------------------------
 
 
-def smollm2_task(data_dir, config_file: str, *overrides: str):
+def smollm2_task(data_dir, config_file: str):
+    """The task of a shipped SmolLM2 config and its encoder (no length limit)."""
     from tfsft.experiment import load_config
 
-    config = load_config(config_file, [f"data.data_dir={data_dir}", *overrides])
+    config = load_config(config_file, [f"data.data_dir={data_dir}"])
     task = InstructionTuningTask(config.task, config.data)
-    backbone, tokenizer = task.build_backbone(config.model, None, None)
-    return config, task, task.make_encoder(tokenizer, 100_000)
+    _, tokenizer = task.build_backbone(config.model, None, None)
+    return task, task.make_encoder(tokenizer, 100_000)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("config_file, least_equal", [("configs/sst2_smollm2_instruct.yaml", 1.0),
                                                        ("configs/codealpaca_smollm2.yaml", 0.99)])
 def test_smollm2_chatml_segments_tokenize_as_the_whole_text(data_dir, config_file, least_equal):
-    config, task, encoder = smollm2_task(data_dir, config_file)
+    task, encoder = smollm2_task(data_dir, config_file)
     assert task.resolved == {"template": "chatml", "eos": "<|im_end|>", "template_source": "the model's chat template",
                              "system_prompt": "You are a helpful AI assistant named SmolLM, trained by Hugging Face"}
     assert encoder.stop_ids == (2,) and encoder.pad_id != 2  # <|im_end|>; the pad differs from it

@@ -26,7 +26,8 @@ token). Every cut example is counted (`EncodedSplit.truncated`).
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Optional
+from collections.abc import Callable
+from typing import NamedTuple, Optional
 
 import numpy as np
 import tensorflow as tf

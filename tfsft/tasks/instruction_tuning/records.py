@@ -32,9 +32,10 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 from tfsft.data.readers import DataError, decoded_lines, json_records, slice_range, split_slice
 from tfsft.tasks.instruction_tuning.options import LABEL_NAME, InstructionTuningOptions, template_fields
