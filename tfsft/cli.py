@@ -1,4 +1,4 @@
-"""Command line: `tfsft train|pretrain|suite|evaluate|export|serving-config|predict|generate`.
+"""Command line: `tfsft train|pretrain|suite|baseline|evaluate|export|serving-config|predict|generate`.
 
 Each command is a thin wrapper over the Python function of the same name, so
 the CLI and the API are the same thing underneath. Expected failures (bad
@@ -49,6 +49,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="read the config's data files from this folder instead")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set data.files.test=other.txt (repeatable)")
+
+    p = sub.add_parser("baseline", help="score the configured model before fine-tuning (e.g. an LLM zero-shot)")
+    p.add_argument("config")
+    p.add_argument("--split", default="validation", choices=["train", "validation", "test"])
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value (repeatable)")
 
     p = sub.add_parser("export", help="export a finished run as a TF Serving SavedModel")
     p.add_argument("run_dir")
@@ -223,6 +229,11 @@ def run(args: argparse.Namespace) -> int:
                   overrides=args.overrides)
     elif args.command == "generate":
         _generate(args)
+    elif args.command == "baseline":
+        from tfsft.experiment import load_config
+        from tfsft.training import baseline
+
+        baseline(load_config(args.config, args.overrides), args.split)
     elif args.command == "evaluate":
         from tfsft.training import evaluate
 

@@ -317,6 +317,35 @@ def evaluate(run_dir: str | Path, split: str = "validation", log: Callable[[str]
                   loaded.path / f"eval_{split}", loaded.path / f"metrics_{split}.json", log)
 
 
+@fast_matmul.fast_projections()
+def baseline(config: ExperimentConfig, split: str = "validation", log: Callable[[str], None] = print) -> dict:
+    """Scores the configured model *before* fine-tuning on `split` (e.g. an LLM's zero-shot accuracy).
+
+    The same reading, encoding and `task.evaluate` as after training, on the
+    backbone as loaded (a task head, where there is one, is freshly initialised,
+    so the figure is only meaningful for tasks without new weights, such as
+    instruction tuning). Writes `<run_dir>/baseline/metrics_<split>.json`.
+    """
+    configure_runtime(config)
+    task = get_task(config)
+    if config.task.name != "instruction_tuning":
+        log(f"Note: task {config.task.name} adds freshly initialised head weights; this baseline scores them untrained")
+    train_examples = task.read("train")
+    task.fit_labels(train_examples)
+    out = config.run_path / "baseline"
+    out.mkdir(parents=True, exist_ok=True)
+    if hasattr(task, "build_backbone"):
+        backbone, tokenizer = task.build_backbone(config.model, train_examples, out)
+    else:
+        backbone, tokenizer = load_backbone(config.model)
+    examples = task.read(split)
+    encoder = task.make_encoder(tokenizer, config.model.sequence_length)
+    encoded = task.encode(examples, encoder, training=False)
+    model = task.build_model(backbone)
+    return _score(task, model, examples, encoded, encoder, config.train.eval_batch_size, f"{split} (before training)",
+                  out, out / f"metrics_{split}.json", log)
+
+
 @dataclass
 class PretrainResult:
     run_dir: Path
