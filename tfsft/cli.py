@@ -75,6 +75,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--server", help="ask a TF Serving model server instead: HOST:PORT (gRPC) or "
                                     "http://HOST:PORT (REST)")
     p.add_argument("--model", help="with --server: the served model's name")
+    p.add_argument("--words", action="store_true",
+                   help="token classification: each text is words already split, separated by spaces "
+                        "(the export's serve_tokens signature)")
     for command in sub.choices.values():
         command.add_argument("--verbose", action="store_true",
                              help="show TensorFlow's start-up notices and the warnings tfsft hides")
@@ -202,6 +205,16 @@ def _generate_instruction(args) -> None:
         print(row["completion"] if args.chat else json.dumps(row, ensure_ascii=False), flush=True)
 
 
+def _predict_words(args) -> None:
+    """`predict --words`: pre-split words (split at whitespace) through the serve_tokens signature."""
+    if args.server is not None or args.path is None or args.text_pair is not None:
+        raise ValueError("predict --words takes a SavedModel path (not --server) and no --text-pair")
+    from tfsft.export import predict_words
+
+    for row in predict_words(args.path, [text.split() for text in args.text or _read_lines(args.input)]):
+        print(json.dumps(row, ensure_ascii=False))
+
+
 def _read_lines(path: str) -> list[str]:
     handle = sys.stdin if path == "-" else open(path, encoding="utf-8")
     with handle:
@@ -246,6 +259,8 @@ def run(args: argparse.Namespace) -> int:
         _serving_config(args)
     elif args.command == "predict" and args.question:
         _predict_answers(args)
+    elif args.command == "predict" and args.words:
+        _predict_words(args)
     elif args.command == "predict":
         texts = args.text or _read_lines(args.input)
         pairs = args.text_pair

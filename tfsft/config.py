@@ -151,7 +151,7 @@ class DataConfig:
     files: dict[str, str] = field(default_factory=dict)
     tfds: Optional[TfdsConfig] = None
     data_dir: Optional[str] = None
-    format: Optional[Literal["tsv", "csv", "jsonl", "conll"]] = None
+    format: Optional[Literal["tsv", "csv", "jsonl", "conll", "conllu", "tagged"]] = None  # tagged: word/TAG text
     header: bool = True
     quoting: bool = True
     split: Optional[SplitConfig] = None

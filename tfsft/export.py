@@ -201,6 +201,29 @@ def predict_inputs(path: str | Path, inputs: dict[str, list[str]], batch_size: i
             yield _trim_padded(row)
 
 
+def predict_words(path: str | Path, sentences: list[list[str]], batch_size: int = 64):
+    """Runs the `serve_tokens` signature of an exported token classifier on pre-split
+    words; yields one dict per sentence: `words`, then the outputs by name."""
+    import tensorflow_text  # noqa: F401  (registers the tokenizer's ops)
+
+    saved = find_saved_model(path)
+    signatures = tf.saved_model.load(str(saved)).signatures
+    if "serve_tokens" not in signatures:
+        raise ExportError(f"{saved}: no serve_tokens signature (pre-split words are for token classification "
+                          f"exports); it has {', '.join(signatures)}")
+    for start in range(0, len(sentences), batch_size):
+        batch = sentences[start:start + batch_size]
+        width = max(len(words) for words in batch)
+        tokens = tf.constant([words + [""] * (width - len(words)) for words in batch], tf.string, [len(batch), width])
+        lengths = tf.constant([len(words) for words in batch], tf.int32)
+        out = {k: v.numpy() for k, v in sorted(signatures["serve_tokens"](tokens=tokens, lengths=lengths).items())}
+        for i, words in enumerate(batch):
+            row = {"words": words}
+            for key, value in out.items():
+                row[key] = _plain(value[i].tolist())
+            yield _trim_padded(row)
+
+
 def _plain(value):
     """Nested lists with bytes decoded to str (JSON-ready)."""
     if isinstance(value, list):

@@ -143,3 +143,65 @@ def test_real_conll2003_official_counts():
     assert sum(len(t) for t in train.tokens) == 203_621
     assert {tag for tags in train.tags for tag in tags} == {
         "O", "B-PER", "I-PER", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-MISC", "I-MISC"}
+
+
+# --- plain tags (part of speech, ...), word/TAG text and CoNLL-U ----------------------
+
+
+def test_plain_tags_are_detected_and_kept(tmp_path):
+    path = write(tmp_path, "pos.txt", "The DT\ncat NN\nsat VBD\n\nIt PRP\n's VBZ\n")
+    examples = read_conll(path)
+    assert examples.scheme == "none" and examples.tags == [["DT", "NN", "VBD"], ["PRP", "VBZ"]]
+    chunks = write(tmp_path, "chunks.txt", "The B-NP\ncat I-NP\nsat B-VP\n")  # chunk tags are a span scheme
+    assert read_conll(chunks).scheme == "iob2"
+    assert read_conll(chunks, scheme="none").tags == [["B-NP", "I-NP", "B-VP"]]
+
+
+def test_a_typo_in_entity_tags_is_still_an_error_that_names_plain_tags(tmp_path):
+    path = write(tmp_path, "ner.txt", "EU B-ORG\nrejects O\nPeter B_PER\n")
+    with pytest.raises(DataError, match=r"ner.txt:3: ill-formed tag 'B_PER'.*set task.scheme: none"):
+        read_conll(path)
+
+
+def test_word_slash_tag_text_splits_at_the_last_slash(tmp_path):
+    path = write(tmp_path, "train.pos", "The/DT cat/NN ate/VBD 1/2/CD ./.\n\n  \nAnd/CC/ so/RB\n")
+    with pytest.raises(DataError, match=r"train.pos:4 \(token 1\): 'And/CC/' is not word/TAG"):
+        read_token_split(DataConfig(files={"train": str(path)}), "train")
+    path.write_text("The/DT cat/NN ate/VBD 1/2/CD ./.\n\n  \nAC/DC/NNP rocks/VBZ\n", encoding="utf-8")
+    examples = read_token_split(DataConfig(files={"train": str(path)}), "train")
+    assert examples.tokens == [["The", "cat", "ate", "1/2", "."], ["AC/DC", "rocks"]]
+    assert examples.tags == [["DT", "NN", "VBD", "CD", "."], ["NNP", "VBZ"]]
+    assert examples.lines == [1, 4] and examples.scheme == "none"
+
+
+CONLLU = (
+    "# sent_id = 1\n# text = I didn't go.\n"
+    "1\tI\tI\tPRON\tPRP\t_\t3\tnsubj\t_\t_\n"
+    "2-3\tdidn't\t_\t_\t_\t_\t_\t_\t_\t_\n"
+    "2\tdid\tdo\tAUX\tVBD\t_\t4\taux\t_\t_\n"
+    "3\tn't\tnot\tPART\tRB\t_\t4\tadvmod\t_\t_\n"
+    "4\tgo\tgo\tVERB\tVB\t_\t0\troot\t_\t_\n"
+    "4.1\tgone\t_\t_\t_\t_\t_\t_\t_\t_\n"
+    "5\t.\t.\tPUNCT\t.\t_\t4\tpunct\t_\t_\n\n"
+    "1\tYes\tyes\tINTJ\tUH\t_\t0\troot\t_\t_\n"
+)
+
+
+def test_conllu_words_with_upos_or_xpos(tmp_path):
+    path = write(tmp_path, "dev.conllu", CONLLU)
+    upos = read_token_split(DataConfig(files={"validation": str(path)}), "validation")
+    assert upos.tokens == [["I", "did", "n't", "go", "."], ["Yes"]]
+    assert upos.tags == [["PRON", "AUX", "PART", "VERB", "PUNCT"], ["INTJ"]]
+    assert upos.lines == [3, 11] and upos.scheme == "none"
+    xpos = read_token_split(DataConfig(files={"validation": str(path)}, tags_column="xpos"), "validation")
+    assert xpos.tags == [["PRP", "VBD", "RB", "VB", "."], ["UH"]]
+    with pytest.raises(DataError, match=r"data.tags_column for CoNLL-U is upos or xpos. Received: 'ner'"):
+        read_token_split(DataConfig(files={"validation": str(path)}, tags_column="ner"), "validation")
+
+
+def test_conllu_errors_name_the_line(tmp_path):
+    path = write(tmp_path, "bad.conllu", "1\tI\tI\tPRON\t_\t_\t0\troot\t_\t_\n2\tgo\tgo\tVERB\n")
+    with pytest.raises(DataError, match=r"bad.conllu:1: no XPOS tag \(\"_\"\) for 'I'; set data.tags_column: upos"):
+        read_token_split(DataConfig(files={"train": str(path)}, tags_column="xpos"), "train")
+    with pytest.raises(DataError, match=r"bad.conllu:2: 4 tab-separated fields; CoNLL-U has 10"):
+        read_token_split(DataConfig(files={"train": str(path)}), "train")

@@ -29,10 +29,10 @@ from tfsft.tasks.token_classification.decoding import (
     iob2_chunks,
     iob2_viterbi,
     label_tables,
-    split_words,
 )
 from tfsft.tasks.token_classification.serving import tag_probabilities
 from tfsft.tasks.token_classification.windows import WordWindowEncoder
+from tfsft.tasks.token_classification.words import WORD_SPLITTERS, split_words
 
 REPO = Path(__file__).resolve().parents[2]
 DATA_DIR = Path(os.environ.get("TFSFT_DATA_DIR", REPO / ".." / "shared" / "data"))
@@ -239,6 +239,22 @@ def test_split_words_offsets_match_the_text():
         "EU", "rejects", "U.S.", "lamb", ",", "said", "Zürich", "'s", "O'Neill", "on", "1996-08-22", "."]
 
 
+@pytest.mark.parametrize("splitter,expected", [
+    ("default", ["I", "didn", "'t", "see", "John", "'s", "1", ",", "000", "cats", ".", ".", ".", "U.S.", "e-mail"]),
+    ("penn_treebank", ["I", "did", "n't", "see", "John", "'s", "1,000", "cats", "...", "U.S.", "e-mail"]),
+    ("whitespace", ["I", "didn't", "see", "John's", "1,000", "cats...", "U.S.", "e-mail"]),
+])
+def test_word_splitters_and_their_offsets(splitter, expected):
+    texts = ["I didn't see John's 1,000 cats... U.S. e-mail", "", "Zürich isn’t  far."]
+    words, starts, ends, _, _ = tf.function(WORD_SPLITTERS[splitter])(tf.constant(texts))
+    for text, w, s, e in zip(texts, words.to_list(), starts.to_list(), ends.to_list()):
+        assert [text[a:b] for a, b in zip(s, e)] == [x.decode() for x in w]
+    assert [x.decode() for x in words[0].numpy()] == expected
+    assert words[1].shape[0] == 0
+    if splitter == "penn_treebank":
+        assert [x.decode() for x in words[2].numpy()] == ["Zürich", "is", "n’t", "far", "."]
+
+
 # --- options, labels and errors ----------------------------------------------
 
 
@@ -441,3 +457,82 @@ def test_shrunk_end_to_end_on_real_conll_rows(tmp_path):
     assert (result.run_dir / "eval_test" / "entity_report.txt").read_text().splitlines()[0].split()[0] == "type"
     saved = export(result.run_dir, log=lambda _: None)  # verified in a fresh process
     assert (saved / "saved_model.pb").exists()
+
+
+# --- plain tags (part of speech): train → evaluate → export → predict --------------
+
+POS_TRAIN = """The/DT film/NN is/VBZ good/JJ ./.
+I/PRP did/VBD n't/RB see/VB the/DT story/NN ./.
+The/DT story/NN is/VBZ very/RB long/JJ ./.
+It/PRP is/VBZ n't/RB bad/JJ ./.
+"""
+POS_TEST = (  # CoNLL-U: a multiword token line (didn't) and its two words
+    "# text = I didn't see it.\n"
+    "1\tI\tI\tPRON\tPRP\t_\t3\tnsubj\t_\t_\n2-3\tdidn't\t_\t_\t_\t_\t_\t_\t_\t_\n"
+    "2\tdid\tdo\tAUX\tVBD\t_\t4\taux\t_\t_\n3\tn't\tnot\tPART\tRB\t_\t4\tadvmod\t_\t_\n"
+    "4\tsee\tsee\tVERB\tVB\t_\t0\troot\t_\t_\n5\tit\tit\tPRON\tPRP\t_\t4\tobj\t_\t_\n"
+    "6\t.\t.\tPUNCT\t.\t_\t4\tpunct\t_\t_\n"
+)
+POS_TAGS = [".", "DT", "JJ", "NN", "PRP", "RB", "VB", "VBD", "VBZ"]
+
+
+def test_plain_tags_train_evaluate_and_export_one_tag_per_word(tmp_path, capsys):
+    from tfsft.export import export, predict, predict_words
+    from tfsft.training import evaluate, train
+
+    (tmp_path / "train.pos").write_text(POS_TRAIN * 4, encoding="utf-8")
+    (tmp_path / "test.conllu").write_text(POS_TEST, encoding="utf-8")
+    words = {w.split("/")[0].lower() for w in POS_TRAIN.split()} | {"it"}
+    vocabulary = write_vocabulary(tmp_path / "vocab.txt", sorted(words))
+    config = config_from_mapping({
+        "name": "pos", "run_dir": str(tmp_path / "run"),
+        "model": {"backbone": "random", "vocabulary": str(vocabulary), "num_layers": 1, "num_heads": 2,
+                  "hidden_dim": 16, "intermediate_dim": 32, "sequence_length": 24},
+        "task": {"name": "token_classification", "word_splitter": "penn_treebank"},  # tags detected as plain
+        "data": {"files": {"train": str(tmp_path / "train.pos"), "validation": str(tmp_path / "train.pos"),
+                           "test": str(tmp_path / "test.conllu")}, "tags_column": "xpos"},
+        "train": {"max_steps": 24, "batch_size": 4, "eval_every_steps": 24, "verbose": 0, "learning_rate": 3e-3,
+                  "precision": "float32"},
+    })
+    result = train(config, log=lambda _: None)
+    run = result.run_dir
+    assert json.loads((run / "task.json").read_text()) == {"labels": POS_TAGS, "scheme": "none"}
+    history = (run / "logs" / "history.csv").read_text().splitlines()[0]
+    assert "val_accuracy" in history and "entity_f1" not in history
+    for metrics in (result.metrics, result.test_metrics):
+        assert {"token_accuracy", "macro_f1", "per_tag"} <= metrics.keys() and "f1" not in metrics
+        assert 0.0 <= metrics["token_accuracy"] <= 1.0
+    assert result.metrics["words"] == 4 * len(POS_TRAIN.split()) and result.test_metrics["words"] == 6
+    assert result.metrics["token_accuracy"] > 0.5, result.metrics  # 24 steps of 4 sentences teach it the tags
+    assert set(result.test_metrics["per_tag"]) == {"PRP", "VBD", "RB", "VB", "."}
+    assert (run / "eval_test" / "tag_report.txt").read_text().startswith("tag ")
+    assert evaluate(run, "test", log=lambda _: None)["words"] == 6
+
+    saved = export(run, log=lambda _: None)  # verified in a fresh process (TF + TF Text only)
+    (row,) = predict(saved, ["I didn't see the film."])
+    assert row["word_texts"] == ["I", "did", "n't", "see", "the", "film", "."]  # Penn Treebank splitting
+    assert len(row["word_tags"]) == 7 and set(row["word_tags"]) <= set(POS_TAGS)
+    assert not any(key.startswith("entity_") for key in row)
+    (pre_split,) = predict_words(saved, [["It", "is", "n't", "bad"]])
+    assert pre_split["words"] == ["It", "is", "n't", "bad"] and len(pre_split["word_tags"]) == 4
+
+    from tfsft.cli import main
+
+    assert main(["predict", str(saved), "--words", "--text", "did n't go"]) == 0
+    line = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert line["words"] == ["did", "n't", "go"] and line["word_count"] == 3 and len(line["word_tags"]) == 3
+
+
+def test_plain_tag_options_are_checked_as_plain_tags():
+    config = config_from_mapping({"task": {"name": "token_classification", "labels": ["NN", "VB"]},
+                                  "data": {"files": {"train": "t.pos"}}})
+    assert config.task.plain_labels() is True
+    with pytest.raises(ConfigError, match=r"task.labels: needs at least 2 tags"):
+        config_from_mapping({"task": {"name": "token_classification", "scheme": "none", "labels": ["NN"]},
+                             "data": {"files": {"train": "t.pos"}}})
+
+
+def test_shipped_pos_config_loads():
+    config = load_config(REPO / "configs" / "pos_minilm.yaml")
+    assert config.task.scheme == "none" and config.task.word_splitter == "penn_treebank"
+    assert config.data.files == {"train": "train.pos", "validation": "dev.pos"}

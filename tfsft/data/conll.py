@@ -1,7 +1,7 @@
-"""Readers for token-tagged sentences (NER): CoNLL files, JSON lines and TFDS.
+"""Readers for token-tagged sentences: CoNLL, CoNLL-U and word/TAG files, JSON lines and TFDS.
 
-Every reader returns `TokenExamples` whose tags are in IOB2, whatever scheme
-the source uses (IOB1, IOB2 or BIOES), so the rest of the code knows one scheme:
+Entity tags (NER, chunking) come out in IOB2, whatever scheme the source uses
+(IOB1, IOB2 or BIOES), so the rest of the code knows one scheme:
 
     IOB1   I-PER I-PER B-PER O     (B- only between two adjacent chunks)
     IOB2   B-PER I-PER B-PER O     (every chunk starts with B-)
@@ -10,12 +10,19 @@ the source uses (IOB1, IOB2 or BIOES), so the rest of the code knows one scheme:
 Conversion to IOB2: S-X → B-X, E-X → I-X, then an I-X that does not continue
 a chunk of type X (after O, after another type, or first in the sentence)
 becomes B-X. With `scheme="auto"` every tag prefix is accepted; naming a scheme
-also checks that the tags follow it. Errors name the file and line (CoNLL: the
-token's own line; JSON lines: the record's line and the token number).
+also checks that the tags follow it. Plain tags (part of speech: NN, VBZ, ...;
+any per-token label that is not an entity scheme) are kept as they are, with
+`scheme="none"`, or with `"auto"` when no tag of the split is O or has a
+B-/I-/E-/S- prefix. Errors name the file and line (CoNLL: the token's own
+line; other formats: the sentence's line and the token number).
 
 CoNLL format: one token per line, the token in the first column and its tag in
 the last (whitespace-separated; middle columns such as POS tags are ignored), a
-blank line between sentences, `-DOCSTART-` lines skipped.
+blank line between sentences, `-DOCSTART-` lines skipped. CoNLL-U (Universal
+Dependencies): tab-separated ID, FORM, LEMMA, UPOS, XPOS, ... lines, `#`
+comments, multiword-token (1-2) and empty-node (1.1) lines skipped; the UPOS
+or XPOS column is the tag. word/TAG text: one sentence per line, tokens
+separated by spaces, each split at its last "/" (`1/2/CD` → 1/2, CD).
 
 Example:
     >>> examples = read_conll("conll2003/train.txt")
@@ -27,12 +34,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 from typing import Callable, Optional
 
 from tfsft.data.readers import DataError, decoded_lines, json_records, load_tfds_split
 
-SCHEMES = ("auto", "iob1", "iob2", "bioes")
+SCHEMES = ("auto", "iob1", "iob2", "bioes", "none")
 _TAG = re.compile(r"^([BIES])-(\S+)$")
 _PREFIXES = {"auto": "BIES", "iob1": "BI", "iob2": "BI", "bioes": "BIES"}
 
@@ -50,6 +58,7 @@ class TokenExamples:
             on line `lines[i] + j`.
         skipped_empty: sentences left out because they had no tokens.
         label_names: tag names declared by the source (TFDS ClassLabel).
+        scheme: "iob2" (entity tags, converted) or "none" (plain tags, as read).
     """
 
     tokens: list[list[str]]
@@ -59,6 +68,7 @@ class TokenExamples:
     token_per_line: bool = False
     skipped_empty: int = 0
     label_names: Optional[list[str]] = None
+    scheme: str = "iob2"
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -70,6 +80,11 @@ class TokenExamples:
         if self.token_per_line:
             return f"{self.source}:{self.lines[index] + token}"
         return f"{self.source}:{self.lines[index]} (token {token + 1})"
+
+
+def is_entity_tag(tag: str) -> bool:
+    """Whether `tag` belongs to an entity scheme: O, or B-/I-/E-/S-<TYPE>."""
+    return tag == "O" or _TAG.match(tag) is not None
 
 
 def split_tag(tag: str) -> tuple[str, str]:
@@ -101,7 +116,8 @@ def to_iob2(tags: list[str], scheme: str, where: Callable[[int], str]) -> list[s
             prefix, kind = split_tag(tag)
         except ValueError:
             raise DataError(f"{where(j)}: ill-formed tag {tag!r}; expected O or "
-                            f"{'/'.join(p + '-' for p in allowed)}<TYPE>") from None
+                            f"{'/'.join(p + '-' for p in allowed)}<TYPE> (plain tags such as part of speech: "
+                            "set task.scheme: none)") from None
         if prefix != "O" and prefix not in allowed:
             raise DataError(f"{where(j)}: tag {tag!r} is not {scheme.upper()}; expected O or "
                             f"{'/'.join(p + '-' for p in allowed)}<TYPE> (set task.scheme to the file's scheme)")
@@ -129,7 +145,7 @@ def to_iob2(tags: list[str], scheme: str, where: Callable[[int], str]) -> list[s
 
 
 class _Sentences:
-    """Collects sentences, converting tags and applying the empty policy."""
+    """Collects sentences, applying the empty policy; at the end, converts entity tags (or keeps plain ones)."""
 
     def __init__(self, source: str, scheme: str, token_per_line: bool, max_examples: Optional[int]):
         if scheme not in SCHEMES:
@@ -148,15 +164,19 @@ class _Sentences:
                 raise DataError(f"{ex.source}:{line}: a sentence with no tokens (set data.skip_empty: true to skip it)")
             ex.skipped_empty += 1
             return
-        index = len(ex.tokens)
         ex.tokens.append(tokens)
         ex.lines.append(line)
-        ex.tags.append(to_iob2(tags, self.scheme, lambda j: ex.where(index, j)))
+        ex.tags.append(tags)
 
     def result(self) -> TokenExamples:
-        if not self.examples.tokens:
-            raise DataError(f"{self.examples.source}: no sentences (the source is empty)")
-        return self.examples
+        ex = self.examples
+        if not ex.tokens:
+            raise DataError(f"{ex.source}: no sentences (the source is empty)")
+        if self.scheme == "none" or (self.scheme == "auto" and not any(map(is_entity_tag, chain(*ex.tags)))):
+            ex.scheme = "none"
+        else:
+            ex.tags = [to_iob2(tags, self.scheme, lambda j, i=i: ex.where(i, j)) for i, tags in enumerate(ex.tags)]
+        return ex
 
 
 def read_conll(path: str | Path, *, scheme: str = "auto", max_examples: Optional[int] = None) -> TokenExamples:
@@ -188,6 +208,65 @@ def read_conll(path: str | Path, *, scheme: str = "auto", max_examples: Optional
             start = line
         tokens.append(fields[0])
         tags.append(fields[-1])
+    if tokens and not sentences.full:
+        sentences.add(start, tokens, tags)
+    return sentences.result()
+
+
+def read_tagged(path: str | Path, *, scheme: str = "auto", max_examples: Optional[int] = None) -> TokenExamples:
+    """Reads word/TAG text: a sentence per line, `word/TAG` tokens split at their last "/"."""
+    path = Path(path)
+    sentences = _Sentences(str(path), scheme, token_per_line=False, max_examples=max_examples)
+    for line, text in decoded_lines(path):
+        tokens, tags = [], []
+        for j, item in enumerate(text.split()):
+            word, slash, tag = item.rpartition("/")
+            if not (slash and word and tag):
+                raise DataError(f"{path}:{line} (token {j + 1}): {item!r} is not word/TAG")
+            tokens.append(word)
+            tags.append(tag)
+        if tokens:
+            sentences.add(line, tokens, tags)
+        if sentences.full:
+            break
+    return sentences.result()
+
+
+CONLLU_COLUMNS = {"upos": 3, "xpos": 4}
+
+
+def read_conllu(path: str | Path, *, column: str = "upos", scheme: str = "auto",
+                max_examples: Optional[int] = None) -> TokenExamples:
+    """Reads CoNLL-U (Universal Dependencies): each word's FORM, tagged with its `column` ("upos" or "xpos")."""
+    path = Path(path)
+    index = CONLLU_COLUMNS[column]
+    sentences = _Sentences(str(path), scheme, token_per_line=False, max_examples=max_examples)
+    tokens: list[str] = []
+    tags: list[str] = []
+    start = 0
+    for line, text in decoded_lines(path):
+        if not text.strip():
+            if tokens:
+                sentences.add(start, tokens, tags)
+                tokens, tags = [], []
+                if sentences.full:
+                    break
+            continue
+        if text.startswith("#"):
+            continue
+        fields = text.rstrip("\r\n").split("\t")
+        if len(fields) != 10:
+            raise DataError(f"{path}:{line}: {len(fields)} tab-separated fields; CoNLL-U has 10 "
+                            "(ID FORM LEMMA UPOS XPOS FEATS HEAD DEPREL DEPS MISC)")
+        if "-" in fields[0] or "." in fields[0]:  # a multiword token's surface form, or an empty node
+            continue
+        if fields[index] == "_":
+            raise DataError(f"{path}:{line}: no {column.upper()} tag (\"_\") for {fields[1]!r}; "
+                            f"set data.tags_column: {'upos' if column == 'xpos' else 'xpos'}")
+        if not tokens:
+            start = line
+        tokens.append(fields[1])
+        tags.append(fields[index])
     if tokens and not sentences.full:
         sentences.add(start, tokens, tags)
     return sentences.result()
@@ -243,16 +322,17 @@ def read_token_tfds(name: str, split: str, *, tokens_key: str = "tokens", tags_k
     return result
 
 
-TOKEN_FORMATS = {".txt": "conll", ".conll": "conll", ".iob": "conll", ".bio": "conll",
-                 ".jsonl": "jsonl", ".json": "jsonl"}
+TOKEN_FORMATS = {".txt": "conll", ".conll": "conll", ".iob": "conll", ".bio": "conll", ".conllu": "conllu",
+                 ".pos": "tagged", ".jsonl": "jsonl", ".json": "jsonl"}
 
 
 def read_token_split(data, split: str, scheme: str = "auto") -> TokenExamples:
     """Reads split `split` ("train", "validation", "test") of a `DataConfig` for tagging.
 
-    Files use `data.format` or their suffix (.txt/.conll → CoNLL, .jsonl → JSON
-    lines with keys `data.tokens_column`/`data.tags_column`); otherwise the
-    `data.tfds` source, whose features are named by the same two keys.
+    Files use `data.format` or their suffix (.txt/.conll → CoNLL, .conllu →
+    CoNLL-U with `data.tags_column` upos (the default) or xpos, .pos → word/TAG
+    text, .jsonl → JSON lines with keys `data.tokens_column`/`data.tags_column`);
+    otherwise the `data.tfds` source, whose features are named by the same two keys.
     """
     if data.use_files():
         if split not in data.files:
@@ -261,11 +341,18 @@ def read_token_split(data, split: str, scheme: str = "auto") -> TokenExamples:
         fmt = data.format or TOKEN_FORMATS.get(path.suffix.lower())
         if fmt == "conll":
             return read_conll(path, scheme=scheme, max_examples=data.max_examples)
+        if fmt == "tagged":
+            return read_tagged(path, scheme=scheme, max_examples=data.max_examples)
+        if fmt == "conllu":
+            column = "upos" if data.tags_column == "tags" else data.tags_column
+            if column not in CONLLU_COLUMNS:
+                raise DataError(f"{path}: data.tags_column for CoNLL-U is upos or xpos. Received: {column!r}")
+            return read_conllu(path, column=column, scheme=scheme, max_examples=data.max_examples)
         if fmt == "jsonl":
             return read_token_jsonl(path, tokens_key=data.tokens_column, tags_key=data.tags_column, scheme=scheme,
                                     skip_empty=data.skip_empty, max_examples=data.max_examples)
-        raise DataError(f"{path}: token classification reads CoNLL or JSON lines; set data.format to conll or "
-                        f"jsonl. Received: format={fmt!r}")
+        raise DataError(f"{path}: token classification reads CoNLL, CoNLL-U, word/TAG text or JSON lines; set "
+                        f"data.format to conll, conllu, tagged or jsonl. Received: format={fmt!r}")
     tfds_split = getattr(data.tfds, split, None) if data.tfds else None
     if not tfds_split:
         raise DataError(f"no data.tfds.{split} split in the config")

@@ -1,4 +1,4 @@
-"""In-graph pieces of NER serving and scoring: word splitting, IOB2 chunks, loss and metrics.
+"""In-graph pieces of NER serving and scoring: IOB2 chunks, Viterbi decoding, loss and metrics.
 
 Chunks follow the CoNLL evaluation script (conlleval; seqeval's default mode):
 a chunk of type X starts at B-X, or at an I-X that does not continue an X chunk
@@ -11,37 +11,6 @@ from __future__ import annotations
 
 import keras
 import tensorflow as tf
-
-_WORD = r"[\pL\pN_]"
-# One word: an abbreviation or number with inner dots (U.S., 3.5), a word with
-# inner hyphens/ampersands or a long apostrophe part (1996-08-22, AT&T, O'Neill),
-# a clitic ('s, 't), or any single other non-space character (punctuation).
-WORD_PATTERN = (rf"{_WORD}+(?:\.{_WORD}+)+\.?|{_WORD}+(?:[-&]{_WORD}+|['’]{_WORD}{{2,}})*"
-                rf"|['’]{_WORD}+|[^\pL\pN_\s]")
-
-
-def split_words(text: tf.Tensor):
-    """Splits sentences into words (punctuation apart) with character offsets.
-
-    Args:
-        text: string tensor (B,).
-
-    Returns:
-        `(words, starts, ends, byte_starts, byte_ends)`, all ragged (B, [W]):
-        the words; int64 *character* (Unicode code point) offsets, so that in
-        Python `text[b][starts[b][i]:ends[b][i]] == words[b][i]`; and the
-        matching byte offsets, for `tf.strings.substr`.
-    """
-    import tensorflow_text as tf_text
-
-    words, byte_starts, byte_ends = tf_text.regex_split_with_offsets(text, rf"\s+|{WORD_PATTERN}", WORD_PATTERN)
-    sentence = tf.gather(text, words.value_rowids())  # (N,) the sentence of each word
-
-    def characters(byte_offsets):  # code points before a byte offset
-        prefix = tf.strings.substr(sentence, tf.zeros_like(byte_offsets.flat_values), byte_offsets.flat_values)
-        return byte_offsets.with_flat_values(tf.strings.length(prefix, unit="UTF8_CHAR"))
-
-    return words, characters(byte_starts), characters(byte_ends), byte_starts, byte_ends
 
 
 def iob2_chunks(tag_ids: tf.RaggedTensor, label_types: tf.Tensor, label_begins: tf.Tensor):

@@ -1,4 +1,4 @@
-"""The NER SavedModel: sentences (or pre-split tokens) in, tags and entity spans out.
+"""The token classification SavedModel: sentences (or pre-split tokens) in, tags (and entity spans) out.
 
 Signatures (ragged outputs are not allowed, so lists are padded and counted;
 per sentence, entries past `word_count` / `entity_count` are padding):
@@ -15,18 +15,17 @@ per sentence, entries past `word_count` / `entity_count` are padding):
 `serve_tokens(tokens: string (B, W), lengths: int32 (B,))` → the same minus
 `word_texts`/`word_starts`/`word_ends`, with `entity_starts`/`entity_ends` as
 word indices (end exclusive) and `entity_texts` the words joined by spaces.
+
+Plain tag sets (part of speech, ...) return the `word_*` outputs only, one tag
+per word (the most probable).
 """
 
 from __future__ import annotations
 
 import tensorflow as tf
 
-from tfsft.tasks.token_classification.decoding import (
-    iob2_chunks,
-    iob2_viterbi,
-    label_tables,
-    split_words,
-)
+from tfsft.tasks.token_classification.decoding import iob2_chunks, iob2_viterbi, label_tables
+from tfsft.tasks.token_classification.words import split_words
 
 
 def tag_probabilities(model, encoder, words: tf.RaggedTensor, input_names: list[str]) -> tf.Tensor:
@@ -60,11 +59,14 @@ class TokenClassificationServingModule(tf.Module):
     Args:
         model: the trained token classifier ((NW, L) inputs → (NW, L, C) logits).
         encoder: the `WordWindowEncoder` used in training.
-        labels: the IOB2 label list, in class-id order.
+        labels: the label list, in class-id order (IOB2 tags, or plain tags).
         viterbi: decode the best valid IOB2 sequence (else the per-word argmax).
+        entities: the labels are IOB2 and the entity spans are returned too.
+        split: sentences → words with offsets (`tfsft.tasks.token_classification.words`).
     """
 
-    def __init__(self, model, encoder, labels: list[str], viterbi: bool = True):
+    def __init__(self, model, encoder, labels: list[str], viterbi: bool = True, entities: bool = True,
+                 split=split_words):
         super().__init__(name="tfsft_ner_serving")
         self.model = model
         self.encoder = encoder
@@ -74,7 +76,9 @@ class TokenClassificationServingModule(tf.Module):
         self._types = tf.constant(types)
         self._label_types = tf.constant(label_types, tf.int32)
         self._label_begins = tf.constant(label_begins, tf.bool)
-        self._viterbi = viterbi
+        self._viterbi = viterbi and entities
+        self._entities = entities
+        self._split = split
         self.serve = tf.function(self._serve_text, input_signature=[tf.TensorSpec([None], tf.string, name="text")])
         self.serve_tokens = tf.function(self._serve_tokens, input_signature=[
             tf.TensorSpec([None, None], tf.string, name="tokens"), tf.TensorSpec([None], tf.int32, name="lengths")])
@@ -83,23 +87,25 @@ class TokenClassificationServingModule(tf.Module):
         return {"serve_tokens": self.serve_tokens}
 
     def _tag(self, words: tf.RaggedTensor):
-        """Word-level outputs and the chunk list (flat word indices, end exclusive)."""
+        """Word-level outputs, and (for entity tags) the chunk list: flat word indices, end exclusive."""
         probabilities = tag_probabilities(self.model, self.encoder, words, self._input_names)
         tag_ids = decode_tags(probabilities, words, self._label_types, self._label_begins, self._viterbi)  # (N,)
-        is_start, end, kind = iob2_chunks(words.with_flat_values(tag_ids), self._label_types, self._label_begins)
-        chunk_start = tf.where(is_start)[:, 0]  # (E_total,)
-        chunk = {
-            "row": tf.gather(words.value_rowids(), chunk_start),
-            "start": chunk_start,
-            "end": tf.boolean_mask(end, is_start),
-            "type": tf.gather(self._types, tf.boolean_mask(kind, is_start) - 1),
-        }
         outputs = {
             "word_count": tf.cast(words.row_lengths(), tf.int32),
             "word_tags": words.with_flat_values(tf.gather(self._labels, tag_ids)).to_tensor(""),
             "word_scores": words.with_flat_values(tf.gather(probabilities, tag_ids, batch_dims=1)).to_tensor(0.0),
         }
-        return outputs, chunk
+        return outputs, (self._chunks(words, tag_ids) if self._entities else None)
+
+    def _chunks(self, words: tf.RaggedTensor, tag_ids: tf.Tensor) -> dict:
+        is_start, end, kind = iob2_chunks(words.with_flat_values(tag_ids), self._label_types, self._label_begins)
+        chunk_start = tf.where(is_start)[:, 0]  # (E_total,)
+        return {
+            "row": tf.gather(words.value_rowids(), chunk_start),
+            "start": chunk_start,
+            "end": tf.boolean_mask(end, is_start),
+            "type": tf.gather(self._types, tf.boolean_mask(kind, is_start) - 1),
+        }
 
     @staticmethod
     def _per_sentence(values, chunk, nrows, default):
@@ -116,27 +122,30 @@ class TokenClassificationServingModule(tf.Module):
         }
 
     def _serve_text(self, text):
-        words, char_starts, char_ends, byte_starts, byte_ends = split_words(text)
+        words, char_starts, char_ends, byte_starts, byte_ends = self._split(text)
         outputs, chunk = self._tag(words)
-        first, last = chunk["start"], chunk["end"] - 1
-        byte_start = tf.gather(byte_starts.flat_values, first)
-        entity_text = tf.strings.substr(tf.gather(text, chunk["row"]), byte_start,
-                                        tf.gather(byte_ends.flat_values, last) - byte_start)
         outputs.update(
             word_texts=words.to_tensor(""),
             word_starts=tf.cast(char_starts.to_tensor(0), tf.int32),
             word_ends=tf.cast(char_ends.to_tensor(0), tf.int32),
-            **self._entity_outputs(chunk, words.nrows(), entity_text, tf.gather(char_starts.flat_values, first),
-                                   tf.gather(char_ends.flat_values, last)),
         )
+        if chunk is not None:
+            first, last = chunk["start"], chunk["end"] - 1
+            byte_start = tf.gather(byte_starts.flat_values, first)
+            entity_text = tf.strings.substr(tf.gather(text, chunk["row"]), byte_start,
+                                            tf.gather(byte_ends.flat_values, last) - byte_start)
+            outputs.update(self._entity_outputs(chunk, words.nrows(), entity_text,
+                                                tf.gather(char_starts.flat_values, first),
+                                                tf.gather(char_ends.flat_values, last)))
         return outputs
 
     def _serve_tokens(self, tokens, lengths):
         words = tf.RaggedTensor.from_tensor(tokens, lengths=lengths)
         outputs, chunk = self._tag(words)
-        row_start = tf.gather(words.row_starts(), chunk["row"])
-        spans = tf.ragged.range(chunk["start"], chunk["end"])  # (E_total, [words])
-        entity_text = tf.strings.reduce_join(tf.gather(words.flat_values, spans), axis=1, separator=" ")
-        outputs.update(self._entity_outputs(chunk, words.nrows(), entity_text,
-                                            chunk["start"] - row_start, chunk["end"] - row_start))
+        if chunk is not None:
+            row_start = tf.gather(words.row_starts(), chunk["row"])
+            spans = tf.ragged.range(chunk["start"], chunk["end"])  # (E_total, [words])
+            entity_text = tf.strings.reduce_join(tf.gather(words.flat_values, spans), axis=1, separator=" ")
+            outputs.update(self._entity_outputs(chunk, words.nrows(), entity_text,
+                                                chunk["start"] - row_start, chunk["end"] - row_start))
         return outputs

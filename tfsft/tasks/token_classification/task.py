@@ -1,7 +1,8 @@
-"""Token classification (named-entity recognition) from tagged words.
+"""Token classification from tagged words: named entities (IOB2 spans), or plain tags (part of speech, ...).
 
-Data: CoNLL / JSON lines / TFDS sentences with one tag per word, converted to
-IOB2 (`tfsft.data.conll`). Alignment: each word is split into WordPiece
+Data: CoNLL / CoNLL-U / word/TAG / JSON lines / TFDS sentences with one tag
+per word, entity tags converted to IOB2, plain tags (`task.scheme: none`, or
+detected) kept as they are (`tfsft.data.conll`). Alignment: each word is split into WordPiece
 subwords; its label sits on the first subword and the other subwords get
 `sample_weight` 0 (or, with `label_all_subwords`, the continuation label I-X);
 long sentences become overlapping windows (`tfsft.tasks.token_classification.windows`).
@@ -15,10 +16,18 @@ the checkpoint monitor). Evaluation: entity-level precision, recall and F1
 tags decoded as the SavedModel decodes them (Viterbi over valid IOB2 by default).
 Serving: raw sentences → words, tags and entity spans (`serving.py`).
 
-Example config::
+Plain tags: the same model and loss; validation and the checkpoint monitor use
+token accuracy; evaluation reports token accuracy and per-tag precision,
+recall and F1; each word gets its most probable tag; the SavedModel returns
+one tag per word (no spans), its words split by `task.word_splitter`.
+
+Example configs::
 
     task: {name: token_classification, label_all_subwords: false}
     data: {files: {train: conll2003/train.txt, validation: conll2003/valid.txt}}
+
+    task: {name: token_classification, scheme: none, word_splitter: penn_treebank}
+    data: {files: {train: pos/train.conllu, validation: pos/dev.conllu}, tags_column: xpos}
 """
 
 from __future__ import annotations
@@ -32,7 +41,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfsft.config import ConfigError
-from tfsft.data.conll import TokenExamples, read_token_split, split_tag
+from tfsft.data.conll import TokenExamples, is_entity_tag, read_token_split, split_tag
 from tfsft.data.pipeline import AUTOTUNE, TOKENIZE_BATCH, EncodedSplit
 from tfsft.data.readers import DataError
 from tfsft.models.backbones import sequence_output
@@ -49,6 +58,7 @@ from tfsft.tasks.token_classification.serving import (
     tag_probabilities,
 )
 from tfsft.tasks.token_classification.windows import WordWindowEncoder
+from tfsft.tasks.token_classification.words import WORD_SPLITTERS
 
 
 @dataclass
@@ -56,11 +66,12 @@ class TokenClassificationOptions:
     """Options of `task: {name: token_classification}`.
 
     Attributes:
-        labels: the IOB2 tags in class-id order ("O", "B-PER", "I-PER", ...);
-            inferred from the training split when omitted ("O", then B-/I- of
-            each type, types sorted).
+        labels: the tags in class-id order: IOB2 ("O", "B-PER", "I-PER", ...)
+            or plain ("DT", "NN", ...); inferred from the training split when
+            omitted ("O", then B-/I- of each type, types sorted; plain tags sorted).
         scheme: the data's tag scheme: "auto" (IOB1, IOB2 and BIOES prefixes all
-            accepted), or "iob1" / "iob2" / "bioes" to also check the tags follow it.
+            accepted; plain tags when no tag is O or prefixed), "iob1" / "iob2" /
+            "bioes" to also check the tags follow it, or "none": plain tags.
         label_all_subwords: train on every subword (continuations of B-X get
             I-X) instead of only on each word's first subword.
         stride: subwords between the starts of overlapping windows of a
@@ -72,17 +83,27 @@ class TokenClassificationOptions:
             cannot see capital letters. BERT-family backbones only.
         decoding: "viterbi" (the most probable tag sequence that is valid
             IOB2: no I-X after O or another type) or "argmax" (per word), for
-            evaluation and serving.
+            evaluation and serving of entity tags (plain tags: per word).
+        word_splitter: how the SavedModel splits raw text into words, to match
+            the training data: "default" (CoNLL-2003 style), "penn_treebank"
+            ("didn't" → did n't) or "whitespace" (`tfsft.tasks.token_classification.words`).
     """
 
     name: str = "token_classification"
     labels: Optional[list[str]] = None
-    scheme: Literal["auto", "iob1", "iob2", "bioes"] = "auto"
+    scheme: Literal["auto", "iob1", "iob2", "bioes", "none"] = "auto"
     label_all_subwords: bool = False
     stride: Optional[int] = None
     dropout: float = 0.1
     casing: bool = False
     decoding: Literal["viterbi", "argmax"] = "viterbi"
+    word_splitter: Literal["default", "penn_treebank", "whitespace"] = "default"
+
+    def plain_labels(self) -> Optional[bool]:
+        """Whether the tags are plain (not an entity scheme), when the options tell; None until the data does."""
+        if self.scheme != "auto":
+            return self.scheme == "none"
+        return None if self.labels is None else not any(map(is_entity_tag, self.labels))
 
     def validate(self):
         errors = []
@@ -91,7 +112,8 @@ class TokenClassificationOptions:
         if self.stride is not None and self.stride <= 0:
             errors.append(("stride", f"must be > 0 or null. Received: {self.stride}"))
         if self.labels is not None:
-            errors.extend(("labels", message) for message in label_problems(self.labels))
+            problems = plain_label_problems if self.plain_labels() else label_problems
+            errors.extend(("labels", message) for message in problems(self.labels))
         return errors
 
 
@@ -114,6 +136,13 @@ def label_problems(labels: list[str]) -> list[str]:
     return problems
 
 
+def plain_label_problems(labels: list[str]) -> list[str]:
+    """What is wrong with a plain label list (empty when nothing)."""
+    if len(set(labels)) != len(labels):
+        return [f"must be unique. Received: {labels}"]
+    return [] if len(labels) >= 2 else [f"needs at least 2 tags. Received: {labels}"]
+
+
 def infer_labels(tag_lists: list[list[str]], declared: Optional[list[str]] = None) -> list[str]:
     """`O`, then `B-X`, `I-X` for each entity type X (sorted) seen or declared."""
     kinds = {split_tag(tag)[1] for tags in tag_lists for tag in tags if tag != "O"}
@@ -122,25 +151,34 @@ def infer_labels(tag_lists: list[list[str]], declared: Optional[list[str]] = Non
 
 
 class TokenClassificationTask:
-    """Builds, trains, evaluates and serves a named-entity tagger."""
+    """Builds, trains, evaluates and serves a named-entity tagger, or a tagger of plain tags."""
 
     options_class = TokenClassificationOptions
 
     problem = "token_classification"
-    default_monitor = "val_entity_f1"
 
     def __init__(self, options: TokenClassificationOptions, data_config):
         self.options = options
         self.data = data_config
         self.labels: Optional[list[str]] = list(options.labels) if options.labels else None
+        self.plain: Optional[bool] = options.plain_labels()  # None: told by the training data
+
+    @property
+    def default_monitor(self) -> str:
+        return "val_accuracy" if self.plain else "val_entity_f1"
 
     # --- labels -----------------------------------------------------------
     def fit_labels(self, train: TokenExamples) -> None:
         """Fixes the tag vocabulary: from config, else from the training tags."""
+        self.plain = train.scheme == "none"
         if self.labels is None:
-            self.labels = infer_labels(train.tags, train.label_names)
-        if len(self.labels) < 3:
-            raise DataError(f"{train.source}: no entity tags found (only {self.labels}); NER needs B-/I- tags")
+            self.labels = sorted({tag for tags in train.tags for tag in tags}) if self.plain else \
+                infer_labels(train.tags, train.label_names)
+        if self.plain and len(self.labels) < 2:
+            raise DataError(f"{train.source}: only the tag {self.labels[0]!r}; tagging needs at least 2")
+        if not self.plain and len(self.labels) < 3:
+            raise DataError(f"{train.source}: no entity tags found (only {self.labels}); NER needs B-/I- tags "
+                            "(plain tags: set task.scheme: none)")
         self.targets(train)
 
     def targets(self, examples: TokenExamples) -> list[np.ndarray]:
@@ -157,19 +195,21 @@ class TokenClassificationTask:
         return out
 
     def continuation_ids(self) -> list[int]:
-        """For each label id, the id a non-first subword gets: B-X → I-X, others unchanged."""
+        """For each label id, the id a non-first subword gets: B-X → I-X, others (and plain tags) unchanged."""
         index = {label: i for i, label in enumerate(self.labels)}
-        return [index["I-" + label[2:]] if label.startswith("B-") else i for i, label in enumerate(self.labels)]
+        return [index["I-" + label[2:]] if label.startswith("B-") and not self.plain else i
+                for i, label in enumerate(self.labels)]
 
     def state(self) -> dict:
-        return {"labels": self.labels}
+        return {"labels": self.labels, "scheme": "none" if self.plain else "iob2"}
 
     def load_state(self, state: dict) -> None:
         self.labels = state["labels"]
+        self.plain = state.get("scheme") == "none"  # runs saved before plain tags existed are IOB2
 
     # --- data -------------------------------------------------------------
     def read(self, split: str) -> TokenExamples:
-        return read_token_split(self.data, split, self.options.scheme)
+        return read_token_split(self.data, split, "none" if self.plain else self.options.scheme)
 
     def make_encoder(self, tokenizer, sequence_length: int) -> WordWindowEncoder:
         return WordWindowEncoder(tokenizer, sequence_length, self.options.stride, casing=self.options.casing)
@@ -238,7 +278,7 @@ class TokenClassificationTask:
         return TagCrossentropy()
 
     def metrics(self):
-        return [TagAccuracy(name="accuracy"), EntityF1(self.labels)]
+        return [TagAccuracy(name="accuracy")] + ([] if self.plain else [EntityF1(self.labels)])
 
     # --- evaluation ---------------------------------------------------------
     def predict_tags(self, model, encoder: WordWindowEncoder, sentences: list[list[str]],
@@ -247,7 +287,7 @@ class TokenClassificationTask:
         names = list(model.input)
         _, types, begins = label_tables(self.labels)
         types, begins = tf.constant(types, tf.int32), tf.constant(begins, tf.bool)
-        viterbi = self.options.decoding == "viterbi"
+        viterbi = self.options.decoding == "viterbi" and not self.plain
 
         @tf.function(input_signature=[tf.RaggedTensorSpec([None, None], tf.string, ragged_rank=1)])
         def tag(words):
@@ -267,41 +307,28 @@ class TokenClassificationTask:
         return predictions
 
     def evaluate(self, model, examples: TokenExamples, split: EncodedSplit, encoder: WordWindowEncoder,
-                 batch_size: int, out_dir: Path, verbose: int = 0) -> dict:
-        """Entity precision/recall/F1 (overall, per type), strict-IOB2 F1 and word accuracy.
+                 batch_size: int, out_dir: Path) -> dict:
+        """Entity precision/recall/F1 (overall, per type), strict-IOB2 F1 and word accuracy;
+        plain tags: word accuracy, macro F1 and precision/recall/F1 per tag.
 
-        Prints the per-type table and writes it to `out_dir/entity_report.txt`.
+        Prints the per-type (per-tag) table and writes it to `out_dir/entity_report.txt`
+        (`out_dir/tag_report.txt`).
         """
-        from seqeval import metrics as sm
-        from seqeval.scheme import IOB2
-
         self.targets(examples)  # every gold tag must be in the label set
         predicted = self.predict_tags(model, encoder, examples.tokens, batch_size)
-        gold = examples.tags
-        report = sm.classification_report(gold, predicted, output_dict=True, zero_division=0)
-        per_type = {kind: {"precision": float(r["precision"]), "recall": float(r["recall"]),
-                           "f1": float(r["f1-score"]), "support": int(r["support"])}
-                    for kind, r in report.items() if not kind.endswith(" avg")}
-        metrics = {
-            "examples": len(examples),
-            "words": int(sum(len(t) for t in gold)),
-            "precision": float(sm.precision_score(gold, predicted, zero_division=0)),
-            "recall": float(sm.recall_score(gold, predicted, zero_division=0)),
-            "f1": float(sm.f1_score(gold, predicted, zero_division=0)),
-            "strict_f1": float(sm.f1_score(gold, predicted, mode="strict", scheme=IOB2, zero_division=0)),
-            "token_accuracy": float(sm.accuracy_score(gold, predicted)),
-            "per_type": per_type,
-        }
-        table = format_entity_table(metrics)
+        metrics = (tag_metrics if self.plain else entity_metrics)(examples.tags, predicted)
+        table = (format_tag_table if self.plain else format_entity_table)(metrics)
         print(table)
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "entity_report.txt").write_text(table + "\n", encoding="utf-8")
+        (out_dir / ("tag_report.txt" if self.plain else "entity_report.txt")).write_text(table + "\n", encoding="utf-8")
         return metrics
 
     # --- serving ------------------------------------------------------------
     def serving_module(self, model, encoder: WordWindowEncoder) -> TokenClassificationServingModule:
-        return TokenClassificationServingModule(model, encoder, self.labels, self.options.decoding == "viterbi")
+        return TokenClassificationServingModule(model, encoder, self.labels, self.options.decoding == "viterbi",
+                                                entities=not self.plain,
+                                                split=WORD_SPLITTERS[self.options.word_splitter])
 
     def sample_inputs(self) -> dict[str, list[str]]:
         """Sentences for the export check: entities, non-ASCII text, nothing, and one longer than any window."""
@@ -313,11 +340,63 @@ class TokenClassificationTask:
         ]}
 
 
+def entity_metrics(gold: list[list[str]], predicted: list[list[str]]) -> dict:
+    """seqeval's entity precision/recall/F1 (overall and per type, CoNLL scoring), strict IOB2 F1, word accuracy."""
+    from seqeval import metrics as sm
+    from seqeval.scheme import IOB2
+
+    report = sm.classification_report(gold, predicted, output_dict=True, zero_division=0)
+    per_type = {kind: {"precision": float(r["precision"]), "recall": float(r["recall"]),
+                       "f1": float(r["f1-score"]), "support": int(r["support"])}
+                for kind, r in report.items() if not kind.endswith(" avg")}
+    return {
+        "examples": len(gold),
+        "words": int(sum(len(t) for t in gold)),
+        "precision": float(sm.precision_score(gold, predicted, zero_division=0)),
+        "recall": float(sm.recall_score(gold, predicted, zero_division=0)),
+        "f1": float(sm.f1_score(gold, predicted, zero_division=0)),
+        "strict_f1": float(sm.f1_score(gold, predicted, mode="strict", scheme=IOB2, zero_division=0)),
+        "token_accuracy": float(sm.accuracy_score(gold, predicted)),
+        "per_type": per_type,
+    }
+
+
+def tag_metrics(gold: list[list[str]], predicted: list[list[str]]) -> dict:
+    """Word accuracy, and precision/recall/F1 per plain tag (scikit-learn), macro-averaged over the gold tags."""
+    from sklearn import metrics as skm
+
+    flat_gold = [tag for tags in gold for tag in tags]
+    flat_predicted = [tag for tags in predicted for tag in tags]
+    tags = sorted(set(flat_gold))
+    precision, recall, f1, support = skm.precision_recall_fscore_support(
+        flat_gold, flat_predicted, labels=tags, zero_division=0)
+    return {
+        "examples": len(gold),
+        "words": len(flat_gold),
+        "token_accuracy": float(skm.accuracy_score(flat_gold, flat_predicted)),
+        "macro_f1": float(np.mean(f1)),
+        "per_tag": {tag: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(n)}
+                    for tag, p, r, f, n in zip(tags, precision, recall, f1, support)},
+    }
+
+
+def _per_class_lines(heading: str, per_class: dict) -> list[str]:
+    lines = [f"{heading:<10} {'precision':>9} {'recall':>9} {'f1':>9} {'support':>8}"]
+    for kind, r in sorted(per_class.items()):
+        lines.append(f"{kind:<10} {r['precision']:>9.4f} {r['recall']:>9.4f} {r['f1']:>9.4f} {r['support']:>8}")
+    return lines
+
+
+def format_tag_table(metrics: dict) -> str:
+    """Per-tag precision / recall / F1 / support, then word accuracy and macro F1."""
+    return "\n".join(_per_class_lines("tag", metrics["per_tag"]) + [
+        f"word accuracy {metrics['token_accuracy']:.4f}; macro F1 {metrics['macro_f1']:.4f} over "
+        f"{len(metrics['per_tag'])} tags"])
+
+
 def format_entity_table(metrics: dict) -> str:
     """Per-type precision / recall / F1 / support, then the overall (micro) row."""
-    lines = [f"{'type':<10} {'precision':>9} {'recall':>9} {'f1':>9} {'support':>8}"]
-    for kind, r in sorted(metrics["per_type"].items()):
-        lines.append(f"{kind:<10} {r['precision']:>9.4f} {r['recall']:>9.4f} {r['f1']:>9.4f} {r['support']:>8}")
+    lines = _per_class_lines("type", metrics["per_type"])
     support = sum(r["support"] for r in metrics["per_type"].values())
     lines.append(f"{'overall':<10} {metrics['precision']:>9.4f} {metrics['recall']:>9.4f} {metrics['f1']:>9.4f} "
                  f"{support:>8}")
