@@ -37,14 +37,15 @@ def registered_classes() -> list[str]:
 def test_import_tfsft_registers_every_keras_class_without_the_training_stack():
     names = registered_classes()
     assert {"FusedAdamW", "WarmupLinearDecay", "SequencePooling", "TagCrossentropy"} <= set(names)
+    heavy = ("tfsft.training", "tfsft.export", "tensorflow_datasets", "seqeval")
     code = ("import json, sys, keras, tfsft; "
             "print(json.dumps([[n, keras.saving.get_registered_object('tfsft>' + n) is not None] for n in sys.argv[1:]]"
-            " + [[m, m in sys.modules] for m in ('tfsft.training', 'tfsft.export', 'tensorflow_datasets', 'seqeval')]))")
+            f" + [[m, m in sys.modules] for m in {heavy!r}]))")
     proc = subprocess.run([sys.executable, "-c", code, *names], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     found = dict(json.loads(proc.stdout.splitlines()[-1]))
     assert [n for n in names if not found[n]] == [], "not registered after `import tfsft`"
-    assert not any(found[m] for m in ("tfsft.training", "tfsft.export", "tensorflow_datasets", "seqeval")), found
+    assert not any(found[m] for m in heavy), found
 
 
 def test_model_keras_loads_with_keras_alone_after_import_tfsft(finished_run):
@@ -95,3 +96,25 @@ def test_a_monitor_that_is_not_logged_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match=r"train.monitor: 'val_f1' is not logged; the logged metrics are loss, "
                                           r"val_accuracy"):
         callback.on_epoch_end(0, {"loss": 0.5, "val_accuracy": 0.7})
+
+
+def test_a_kerashub_task_model_reloads_without_optimizer_warnings(tmp_path):
+    """KerasHub task models compile themselves when built; the saved file has no optimizer state for that."""
+    import warnings
+
+    import keras_hub
+
+    from tfsft.run_dir import load_model, without_training_state
+
+    backbone = keras_hub.models.GPT2Backbone(vocabulary_size=50, num_layers=1, num_heads=2, hidden_dim=8,
+                                             intermediate_dim=16, max_sequence_length=8)
+    model = keras_hub.models.GPT2CausalLM(backbone, preprocessor=None)
+    model.fit({"token_ids": np.ones((2, 8), "int32"), "padding_mask": np.ones((2, 8), "int32")},
+              np.ones((2, 8), "int32"), verbose=0)
+    with without_training_state(model):
+        model.save(tmp_path / "model.keras")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        reloaded = load_model(tmp_path / "model.keras")
+    assert not [w for w in caught if "optimizer" in str(w.message)], [str(w.message) for w in caught]
+    np.testing.assert_allclose(reloaded.backbone.get_weights()[0], backbone.get_weights()[0])

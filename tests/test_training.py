@@ -55,7 +55,7 @@ def test_without_a_validation_split_train_says_so(tmp_path, tiny_vocab):
 
 
 def test_a_run_reads_the_data_it_was_trained_with(trained, monkeypatch):
-    """TFSFT_DATA_DIR unset (the config's TFDS source would be used) or pointing elsewhere: same files as in training."""
+    """TFSFT_DATA_DIR unset (the config's TFDS source would be used) or elsewhere: the files of training."""
     root, result, _ = trained
     recorded = json.loads((result.run_dir / "data.json").read_text())
     assert recorded == {"source": "files", "data_dir": str(root / "one"),

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,6 +76,18 @@ def save_artifacts(path: Path, model, tokenizer, task) -> None:
     (path / "task.json").write_text(json.dumps(task.state(), indent=2) + "\n", encoding="utf-8")
 
 
+def load_model(path: Path) -> keras.Model:
+    """A saved `model.keras`, uncompiled.
+
+    KerasHub task models (`GPT2CausalLM`, `T5Seq2SeqLM`, ...) compile
+    themselves with a default optimizer when built, which the file, saved
+    without optimizer state, has nothing for: Keras' warning about it is noise.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+        return keras.saving.load_model(path, compile=False)
+
+
 def load_tokenizer(folder: Path):
     """Loads a tokenizer written by `tokenizer.save_to_preset(folder)`."""
     config = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
@@ -125,7 +138,7 @@ def load_run(path: str | Path, *, data_dir: str | Path | None = None, overrides=
     config = _run_config(path, data_dir, overrides)
     task = get_task(config)
     task.load_state(json.loads((path / "task.json").read_text(encoding="utf-8")))
-    model = keras.saving.load_model(path / "model.keras", compile=False)
+    model = load_model(path / "model.keras")
     tokenizer = load_tokenizer(path / "tokenizer")
     return LoadedRun(config, task, model, tokenizer, path)
 
@@ -136,7 +149,7 @@ def save_preset(run_dir: Path, preset_dir: Path) -> Path:
     `keras_hub.models.Backbone.from_preset(preset_dir)` and
     `keras_hub.models.Tokenizer.from_preset(preset_dir)` load it back.
     """
-    model = keras.saving.load_model(run_dir / "model.keras", compile=False)
+    model = load_model(run_dir / "model.keras")
     tokenizer = load_tokenizer(run_dir / "tokenizer")
     preset_dir.mkdir(parents=True, exist_ok=True)
     model.backbone.save_to_preset(str(preset_dir))

@@ -313,11 +313,17 @@ def load_tfds_split(name: str, split: str, data_dir: Optional[str], keys: list[O
     import tensorflow_datasets as tfds
 
     source = f"tfds:{name}[{split}]"
+    def load(download: bool):
+        return tfds.load(name, split=split, data_dir=data_dir, with_info=True, download=download)
+
     try:
-        builder = tfds.builder(name, data_dir=data_dir)
-        if not builder.is_prepared() and not _resolves(TFDS_HOST):
-            raise ConnectionError(f"not downloaded to {builder.data_dir}, and {TFDS_HOST} does not resolve")
-        dataset, info = tfds.load(name, split=split, data_dir=data_dir, with_info=True)
+        try:
+            dataset, info = load(download=False)
+        except AssertionError:  # TFDS' "could not find data": not downloaded yet
+            if not _resolves(TFDS_HOST):
+                raise ConnectionError(f"not downloaded to {data_dir or tfds.core.constants.DATA_DIR}, and "
+                                      f"{TFDS_HOST} does not resolve") from None
+            dataset, info = load(download=True)
     except Exception as e:  # download or name errors come in many types
         raise DataError(f"{source}: cannot load ({type(e).__name__}: {e}). Offline? Point data.data_dir "
                         f"or TFSFT_DATA_DIR at {local_files} instead.") from None
