@@ -42,7 +42,8 @@ def generate(model, encoder: InstructionEncoder, prompts: list[np.ndarray], max_
     """Greedy responses (end token stripped) to token-id prompts, in input order."""
     backbone_limit = getattr(model.backbone, "max_sequence_length", None)  # GPT-2's learned positions
 
-    @tf.function(input_signature=[tf.RaggedTensorSpec([None, None], tf.int32)])
+    # Plain TF ops: no AutoGraph, which re-reads source files when it traces.
+    @tf.function(input_signature=[tf.RaggedTensorSpec([None, None], tf.int32)], autograph=False)
     def run(ids):
         out = generate_tokens(model, ids, max_new_tokens, end_token_ids=encoder.stop_ids, pad_id=encoder.pad_id,
                               max_length=backbone_limit)
