@@ -132,10 +132,13 @@ def test_bad_records_are_errors_naming_file_and_record(tmp_path, records, messag
     assert message in str(error.value)
 
 
-def test_empty_responses_are_counted_when_skipped(tmp_path):
-    path = jsonl(tmp_path / "d.jsonl", [{"prompt": "a", "completion": ""}, {"prompt": "b", "completion": "c"}])
+def test_empty_responses_are_counted_when_skipped_in_their_slice(tmp_path):
+    records = [{"prompt": "a", "completion": ""}, {"prompt": "b", "completion": "c"}, {"prompt": "d", "completion": "e"}]
+    path = jsonl(tmp_path / "d.jsonl", records)
     examples = read_file(str(path), options(), skip_empty=True)
-    assert examples.skipped_empty == 1 and examples.lines == [2]
+    assert examples.skipped_empty == 1 and examples.lines == [2, 3]
+    assert read_file(f"{path}[1:]", options()).skipped_empty == 0  # the empty example lies outside the slice
+    assert read_file(f"{path}[:2]", options(), skip_empty=True).lines == [2]
 
 
 def test_template_that_does_not_fit_the_data_is_an_error(tmp_path):
@@ -166,6 +169,8 @@ def test_real_instruction_files(data_dir):
         read_file(str(root / "codealpaca/code_alpaca_2k.json"), options())
     code = read_file(str(root / "codealpaca/code_alpaca_2k.json"), options(), skip_empty=True)
     assert len(code) + code.skipped_empty == 2017 and code.formats == ["alpaca"]
+    held_out = read_file(str(root / "codealpaca/code_alpaca_2k.json[-200:]"), options(), skip_empty=True)
+    assert (len(held_out), held_out.skipped_empty) == (199, 1)  # record 1860 is empty
     assert len(read_file(str(root / "gpteacher/codegen-instruct.json"), options())) == 4535
     seed = read_file(str(root / "alpaca_seed/seed_tasks.jsonl"), options())
     assert len(seed) >= 175 and seed.lines[-1] == 175

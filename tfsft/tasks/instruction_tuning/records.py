@@ -20,12 +20,12 @@ are the task's `*_column` options):
   table row) is formatted into a prompt/completion pair instead, e.g. SST-2's
   `{sentence}` and `{label_name}` (from `task.label_names[row[data.label_column]]`).
 
-A path may end with a slice over the examples, as for corpora
-(`code_alpaca_2k.json[:-200]`, `[-200:]`, `[:90%]`); `data.max_examples` then
-keeps the first n. Errors (`DataError`) name the file and line (JSON lines,
-tables) or record (JSON lists) and what was expected. An empty prompt or
-response is an error unless `data.skip_empty`, which counts it in
-`skipped_empty`.
+A path may end with a slice over the file's examples, as for corpora
+(`code_alpaca_2k.json[:-200]`, `[-200:]`, `[:90%]`); then an empty prompt or
+response is an error, or with `data.skip_empty` is left out and counted in
+`skipped_empty`; then `data.max_examples` keeps the first n. Errors
+(`DataError`) name the file and line (JSON lines, tables) or record (JSON
+lists) and what was expected.
 """
 
 from __future__ import annotations
@@ -280,32 +280,33 @@ def read_file(spec: str, options: InstructionTuningOptions, *, fmt: Optional[str
     path = Path(path_text)
     records, unit = file_records(path, fmt)
     sep = ":" if unit == "line" else " record "
-    parser, conversations, numbers, skipped = None, [], [], 0
+    parser, examples = None, []  # (conversation, record number) of every example of the file
     for number, record in records:
         where = f"{path}{sep}{number}"
         parser = parser or RecordParser(options, label_column, where, record)
-        for conversation in parser(record, where):
-            problem = _empty(conversation)
-            if problem and not skip_empty:
-                raise DataError(f"{where}: empty {problem}; expected a non-empty string "
-                                "(set data.skip_empty: true to skip such examples)")
-            if problem:
-                skipped += 1
-                continue
-            conversations.append(conversation)
-            numbers.append(number)
+        examples += [(conversation, number) for conversation in parser(record, where)]
     if parser is None:
         raise DataError(f"{path}: no records (the file is empty)")
-    total = len(conversations)
+    total = len(examples)
     if where_slice is not None:
         selected = slice_range(where_slice, total)
-        conversations, numbers = conversations[selected.start:selected.stop], numbers[selected.start:selected.stop]
-    if max_examples:
-        conversations, numbers = conversations[:max_examples], numbers[:max_examples]
-    if not conversations:
-        raise DataError(f"{path}{slice_text}: no examples (the source has {total}"
-                        f"{', ' + str(skipped) + ' skipped as empty' if skipped else ''})")
-    return InstructionExamples(conversations, numbers, f"{path}{slice_text}", unit, skipped, [parser.format])
+        examples = examples[selected.start:selected.stop]
+    kept, skipped = [], 0
+    for conversation, number in examples:
+        if max_examples and len(kept) == max_examples:
+            break
+        problem = _empty(conversation)
+        if problem and not skip_empty:
+            raise DataError(f"{path}{sep}{number}: empty {problem}; expected a non-empty string "
+                            "(set data.skip_empty: true to skip such examples)")
+        skipped += bool(problem)
+        if not problem:
+            kept.append((conversation, number))
+    if not kept:
+        raise DataError(f"{path}{slice_text}: no examples (the file has {total}, the slice selects {len(examples)}"
+                        f"{', ' + str(skipped) + ' of them empty' if skipped else ''})")
+    return InstructionExamples([c for c, _ in kept], [n for _, n in kept], f"{path}{slice_text}", unit, skipped,
+                               [parser.format])
 
 
 def read_instruction_split(data, split: str, options: InstructionTuningOptions) -> InstructionExamples:
