@@ -47,6 +47,12 @@ def test_train_evaluates_on_validation_and_test_and_prints_both_tables(trained):
     assert titles == ["validation", "test"]
 
 
+def test_train_logs_each_split_with_its_label_counts(trained):
+    root, _, lines = trained
+    for name, each in (("train", 8), ("dev", 3), ("test", 2)):
+        assert f"{root / 'one' / name}.jsonl: {2 * each} examples; labels neg {each}, pos {each}" in lines
+
+
 def test_without_a_validation_split_train_says_so(tmp_path, tiny_vocab):
     lines = []
     result = train(tiny_text_config(tmp_path, tiny_vocab, splits=("train",), max_steps=2), log=lines.append)

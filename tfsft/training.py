@@ -99,8 +99,9 @@ class StepPlan:
         return self.interval * self.intervals
 
 
-def plan_steps(num_examples: int, train_config) -> StepPlan:
-    steps_per_epoch = max(1, num_examples // train_config.batch_size)
+def plan_steps(num_rows: int, train_config) -> StepPlan:
+    """`num_rows`: encoded training rows (packed rows, QA/NER windows), which is what one epoch passes over."""
+    steps_per_epoch = max(1, num_rows // train_config.batch_size)
     total = train_config.max_steps or max(1, math.ceil(train_config.epochs * steps_per_epoch))
     wanted = min(train_config.eval_every_steps or steps_per_epoch, total)
     intervals = math.ceil(total / wanted)
@@ -192,7 +193,11 @@ def train(config: ExperimentConfig, log: Callable[[str], None] = print,
     val_examples = task.read("validation") if config.data.has_split("validation") else None
     test_examples = task.read("test") if config.data.has_split("test") else None
     for examples in (train_examples, val_examples, test_examples):
-        if examples is not None and examples.skipped_empty:
+        if examples is None:
+            continue
+        describe = getattr(examples, "describe", None)  # per-label counts, where examples have labels
+        log(describe() if describe else f"{examples.source}: {len(examples):,} examples")
+        if examples.skipped_empty:
             log(f"{examples.source}: skipped {examples.skipped_empty} rows with empty text")
     task.fit_labels(train_examples)
 
@@ -206,13 +211,15 @@ def train(config: ExperimentConfig, log: Callable[[str], None] = print,
         train_split = task.encode(train_examples, encoder, training=True)
         log(f"  mean length {train_split.mean_tokens:.1f} tokens; {train_split.truncated} truncated "
             f"to {config.model.sequence_length}")
+        if train_split.size != len(train_examples):  # packed rows, or windows of long texts
+            log(f"  {train_split.size:,} rows of {config.model.sequence_length} tokens or fewer")
         val_split = task.encode(val_examples, encoder, training=False) if val_examples else None
         test_split = task.encode(test_examples, encoder, training=False) if test_examples else None
         for name, split in (("validation", val_split), ("test", test_split)):
             if split is not None and split.truncated:
                 log(f"  {name}: {split.truncated} of {split.size} truncated")
 
-        plan = plan_steps(len(train_examples), config.train)
+        plan = plan_steps(train_split.size, config.train)
         done = _completed_intervals(run / "backup")
         if done:
             log(f"Resuming from step {done * plan.interval} (interval {done}/{plan.intervals})")

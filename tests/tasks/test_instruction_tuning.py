@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import keras
 import keras_hub
@@ -413,7 +414,13 @@ def test_train_tiny_gpt2_plain_template_end_to_end(tmp_path):
 def test_train_tiny_llama_auto_chatml_packed_then_evaluate_the_run(tmp_path):
     sst2_like(tmp_path)
     task = {"system_prompt": "Answer in one word.", "metrics": ["exact_match"], "packing": True}
-    result = train(tiny_config(tmp_path, "llama", task), log=lambda _: None)
+    config = tiny_config(tmp_path, "llama", task)
+    config = replace(config, model=replace(config.model, sequence_length=128),  # room for several per row
+                     train=replace(config.train, max_steps=None, eval_every_steps=None, epochs=2))
+    lines = []
+    result = train(config, log=lines.append)
+    rows = int(next(line for line in lines if " rows of 128 tokens or fewer" in line).split()[0])
+    assert rows < 24 and result.steps == 2 * max(1, rows // 8)  # an epoch passes over the packed rows, batch 8
     state = json.loads((result.run_dir / "task.json").read_text())
     assert state["template"] == "chatml" and state["template_source"] == "the tokenizer's ChatML tokens"
     assert state["system_prompt"] == "Answer in one word."

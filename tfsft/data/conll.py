@@ -36,7 +36,7 @@ import re
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 from tfsft.data.readers import DataError, decoded_lines, json_records, load_tfds_split
 
@@ -179,6 +179,19 @@ class _Sentences:
         return ex
 
 
+def _blocks(path: Path, is_break: Callable[[str], bool]) -> Iterator[tuple[int, list[tuple[int, str]]]]:
+    """The runs of lines between break lines: `(first line number, [(line number, text), ...])` each."""
+    block: list[tuple[int, str]] = []
+    for line, text in decoded_lines(path):
+        if not is_break(text):
+            block.append((line, text))
+        elif block:
+            yield block[0][0], block
+            block = []
+    if block:
+        yield block[0][0], block
+
+
 def read_conll(path: str | Path, *, scheme: str = "auto", max_examples: Optional[int] = None) -> TokenExamples:
     """Reads a CoNLL file: `token [other columns] TAG` per line, blank lines between sentences.
 
@@ -189,27 +202,19 @@ def read_conll(path: str | Path, *, scheme: str = "auto", max_examples: Optional
     """
     path = Path(path)
     sentences = _Sentences(str(path), scheme, token_per_line=True, max_examples=max_examples)
-    tokens: list[str] = []
-    tags: list[str] = []
-    start = 0
-    for line, text in decoded_lines(path):
-        fields = text.split()
-        if not fields or fields[0] == "-DOCSTART-":
-            if tokens:
-                sentences.add(start, tokens, tags)
-                tokens, tags = [], []
-                if sentences.full:
-                    break
-            continue
-        if len(fields) < 2:
-            raise DataError(f"{path}:{line}: no tag after the token {fields[0]!r}; expected "
-                            "`token TAG` (the tag in the last column, separated by whitespace)")
-        if not tokens:
-            start = line
-        tokens.append(fields[0])
-        tags.append(fields[-1])
-    if tokens and not sentences.full:
+    docstart_or_blank = lambda text: not text.split() or text.split()[0] == "-DOCSTART-"
+    for start, block in _blocks(path, docstart_or_blank):
+        tokens, tags = [], []
+        for line, text in block:
+            fields = text.split()
+            if len(fields) < 2:
+                raise DataError(f"{path}:{line}: no tag after the token {fields[0]!r}; expected "
+                                "`token TAG` (the tag in the last column, separated by whitespace)")
+            tokens.append(fields[0])
+            tags.append(fields[-1])
         sentences.add(start, tokens, tags)
+        if sentences.full:
+            break
     return sentences.result()
 
 
@@ -241,34 +246,27 @@ def read_conllu(path: str | Path, *, column: str = "upos", scheme: str = "auto",
     path = Path(path)
     index = CONLLU_COLUMNS[column]
     sentences = _Sentences(str(path), scheme, token_per_line=False, max_examples=max_examples)
-    tokens: list[str] = []
-    tags: list[str] = []
-    start = 0
-    for line, text in decoded_lines(path):
-        if not text.strip():
-            if tokens:
-                sentences.add(start, tokens, tags)
-                tokens, tags = [], []
-                if sentences.full:
-                    break
-            continue
-        if text.startswith("#"):
-            continue
-        fields = text.rstrip("\r\n").split("\t")
-        if len(fields) != 10:
-            raise DataError(f"{path}:{line}: {len(fields)} tab-separated fields; CoNLL-U has 10 "
-                            "(ID FORM LEMMA UPOS XPOS FEATS HEAD DEPREL DEPS MISC)")
-        if "-" in fields[0] or "." in fields[0]:  # a multiword token's surface form, or an empty node
-            continue
-        if fields[index] == "_":
-            raise DataError(f"{path}:{line}: no {column.upper()} tag (\"_\") for {fields[1]!r}; "
-                            f"set data.tags_column: {'upos' if column == 'xpos' else 'xpos'}")
-        if not tokens:
-            start = line
-        tokens.append(fields[1])
-        tags.append(fields[index])
-    if tokens and not sentences.full:
-        sentences.add(start, tokens, tags)
+    for _, block in _blocks(path, lambda text: not text.strip()):
+        tokens, tags, start = [], [], 0
+        for line, text in block:
+            if text.startswith("#"):
+                continue
+            fields = text.rstrip("\r\n").split("\t")
+            if len(fields) != 10:
+                raise DataError(f"{path}:{line}: {len(fields)} tab-separated fields; CoNLL-U has 10 "
+                                "(ID FORM LEMMA UPOS XPOS FEATS HEAD DEPREL DEPS MISC)")
+            if "-" in fields[0] or "." in fields[0]:  # a multiword token's surface form, or an empty node
+                continue
+            if fields[index] == "_":
+                raise DataError(f"{path}:{line}: no {column.upper()} tag (\"_\") for {fields[1]!r}; "
+                                f"set data.tags_column: {'upos' if column == 'xpos' else 'xpos'}")
+            start = start or line
+            tokens.append(fields[1])
+            tags.append(fields[index])
+        if tokens:
+            sentences.add(start, tokens, tags)
+        if sentences.full:
+            break
     return sentences.result()
 
 
