@@ -216,9 +216,10 @@ def _predict_words(args) -> None:
 
 
 def _read_lines(path: str) -> list[str]:
-    handle = sys.stdin if path == "-" else open(path, encoding="utf-8")
+    """One text per line, blank lines included: output line i answers input line i."""
+    handle = sys.stdin if path == "-" else open(path, encoding="utf-8-sig")
     with handle:
-        return [line.rstrip("\n") for line in handle if line.strip()]
+        return [line.rstrip("\r\n") for line in handle]
 
 
 def run(args: argparse.Namespace) -> int:

@@ -90,6 +90,15 @@ def test_server_errors_are_serving_errors(client):
         client.predict("sst2", ["x"], version=1, label="stable")
 
 
+def test_cli_predict_input_file_answers_every_line_blank_ones_included(exports, tmp_path, capsys):
+    lines = tmp_path / "texts.txt"
+    lines.write_text("\ufeffa gripping film\n\ndull\r\n", encoding="utf-8")
+    assert main(["predict", str(exports.root / "sst2"), "--input", str(lines)]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [row["text"] for row in rows] == ["a gripping film", "", "dull"]
+    assert all(row["label"] in ("negative", "positive") for row in rows)
+
+
 def test_unreachable_server_is_named():
     with pytest.raises(ServingError, match="127.0.0.1:9"):
         Client("http://127.0.0.1:9", timeout=5).predict("sst2", ["x"])
