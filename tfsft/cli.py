@@ -1,4 +1,5 @@
-"""Command line: `tfsft train|pretrain|suite|baseline|evaluate|export|serving-config|predict|generate`.
+"""Command line: `tfsft train|launch|pretrain|suite|baseline|evaluate|export|serving-config|predict|generate`,
+`tfsft explain|robustness`.
 
 Each command is a thin wrapper over the Python function of the same name, so
 the CLI and the API are the same thing underneath. Expected failures (bad
@@ -26,6 +27,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set train.learning_rate=3e-5 (repeatable)")
     p.add_argument("--export", action="store_true", help="export a SavedModel after training")
+
+    p = sub.add_parser("launch", help="multi-worker training on this machine: N `tfsft train` workers on 127.0.0.1 "
+                                      "(docs/distributed.md)")
+    p.add_argument("config", help="experiment YAML file (see configs/)")
+    p.add_argument("--workers", type=int, default=2, help="how many workers (default 2); worker 0 is the chief")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value in every worker (repeatable)")
+    p.add_argument("--export", action="store_true", help="the chief exports a SavedModel after training")
 
     p = sub.add_parser("pretrain", help="train a tokenizer, pretrain (masked_lm / causal_lm), save <run_dir>/preset")
     p.add_argument("config", help="pretraining YAML file (see configs/pretrain_*.yaml)")
@@ -60,8 +69,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("--no-verify", action="store_true", help="skip the fresh-process reload check")
     p.add_argument("--version", type=int, help="version to write (replacing it); default: the next free one")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override the run's config, e.g. --set export.quantize=int8 (repeatable)")
 
     _add_serving_config_parser(sub)
+    _add_interpret_parsers(sub)
 
     p = sub.add_parser("predict", help="run an exported model (or a run's export, or a served one) on text; "
                                        "JSON lines out")
@@ -82,6 +94,34 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("--verbose", action="store_true",
                              help="show TensorFlow's start-up notices and the warnings tfsft hides")
     return parser
+
+
+def _add_interpret_parsers(sub) -> None:
+    p = sub.add_parser("explain", help="why a classifier or tagger answers as it does: integrated-gradients word "
+                                       "attributions and attention maps (HTML, PNG, JSON; docs/interpretability.md)")
+    p.add_argument("run_dir", help="a text_classification, text_regression or token_classification run")
+    p.add_argument("--text", required=True, help="the text to explain")
+    p.add_argument("--text-pair", help="the second text, for pair tasks")
+    p.add_argument("--steps", type=int, default=50, help="integrated-gradients steps (default 50)")
+    p.add_argument("--baseline", choices=["pad", "mask"], default="pad",
+                   help="the token embedding every word piece starts from (default pad)")
+    p.add_argument("--label", help="classification: the class to explain (default: the predicted one)")
+    p.add_argument("--word", dest="words", type=int, action="append",
+                   help="token classification: index of a word whose tag to explain (repeatable; default: "
+                        "every word tagged as an entity)")
+    p.add_argument("--out", help="output folder (default: RUN_DIR/explain)")
+
+    p = sub.add_parser("robustness", help="the task's metric and the flipped predictions under casing, typo, "
+                                          "punctuation and whitespace perturbations (table, PNG, JSON)")
+    p.add_argument("run_dir", help="a text_classification, text_regression or token_classification run")
+    p.add_argument("--split", default="validation", choices=["train", "validation", "test"])
+    p.add_argument("--seed", type=int, default=0, help="perturbation seed (default 0)")
+    p.add_argument("--rate", type=float, default=0.1,
+                   help="probability that casing, typos and whitespace touch each word or gap (default 0.1)")
+    p.add_argument("--perturbation", dest="perturbations", action="append",
+                   help="casing, typos, punctuation or whitespace (repeatable; default: all)")
+    p.add_argument("--data-dir", help="read the run's data files from this folder instead")
+    p.add_argument("--out", help="output folder (default: RUN_DIR/robustness_SPLIT)")
 
 
 def _add_serving_config_parser(sub) -> None:
@@ -229,8 +269,14 @@ def run(args: argparse.Namespace) -> int:
         from tfsft.training import train
 
         result = train(load_config(args.config, args.overrides))
-        if args.export:
+        if args.export and result.chief:  # in multi-worker training only the chief exports
             export(result.run_dir)
+    elif args.command == "launch":
+        from tfsft.experiment import load_config
+        from tfsft.launch import launch
+
+        load_config(args.config, args.overrides)  # a bad config is reported once, not by every worker
+        return launch(args.config, args.workers, args.overrides, export=args.export, verbose=args.verbose)
     elif args.command == "pretrain":
         from tfsft.experiment import load_config
         from tfsft.training import pretrain
@@ -255,9 +301,20 @@ def run(args: argparse.Namespace) -> int:
     elif args.command == "export":
         from tfsft.export import export
 
-        export(args.run_dir, verify=not args.no_verify, version=args.version)
+        export(args.run_dir, verify=not args.no_verify, version=args.version, overrides=args.overrides)
     elif args.command == "serving-config":
         _serving_config(args)
+    elif args.command == "explain":
+        from tfsft.interpret import explain
+
+        explain(args.run_dir, args.text, text_pair=args.text_pair, steps=args.steps, baseline=args.baseline,
+                label=args.label, words=args.words, out_dir=args.out)
+    elif args.command == "robustness":
+        from tfsft.interpret import robustness
+        from tfsft.interpret.perturbations import PERTURBATIONS
+
+        robustness(args.run_dir, args.split, seed=args.seed, rate=args.rate,
+                   perturbations=args.perturbations or PERTURBATIONS, out_dir=args.out, data_dir=args.data_dir)
     elif args.command == "predict" and args.question:
         _predict_answers(args)
     elif args.command == "predict" and args.words:

@@ -48,6 +48,37 @@ class ConfigError(ValueError):
 # ----------------------------------------------------------------------------
 
 
+LoraTarget = Literal["query", "key", "value", "attention_output", "ffn_in", "ffn_out"]
+
+
+@dataclass
+class LoraConfig:
+    """LoRA (Hu et al., 2021) on the backbone's projections: W x + (alpha/rank)·(x A) B, with A, B trained
+    and everything else in the backbone frozen (`tfsft/peft/lora.py`, docs/efficient_finetuning.md).
+
+    `targets` name layer roles, found in every backbone: attention `query`,
+    `key`, `value`, `attention_output`, and the feed-forward `ffn_in` (its
+    input projections, gate included) and `ffn_out`.
+    """
+
+    rank: int = 8
+    alpha: float = 16.0
+    targets: list[LoraTarget] = field(default_factory=lambda: ["query", "value"])
+
+    def validate(self) -> list[tuple[str, str]]:
+        errors = []
+        if self.rank <= 0:
+            errors.append(("rank", f"must be a positive integer. Received: {self.rank}"))
+        if self.alpha <= 0:
+            errors.append(("alpha", f"must be > 0. Received: {self.alpha}"))
+        if not self.targets:
+            errors.append(("targets", "name at least one layer role (query, key, value, attention_output, "
+                                      "ffn_in, ffn_out)"))
+        elif len(set(self.targets)) != len(self.targets):
+            errors.append(("targets", f"each role once. Received: {self.targets}"))
+        return errors
+
+
 @dataclass
 class ModelConfig:
     """Which backbone to start from.
@@ -72,6 +103,7 @@ class ModelConfig:
     intermediate_dim: int = 128
     dropout: float = 0.1
     sequence_length: int = 128
+    lora: Optional[LoraConfig] = None  # train LoRA adapters instead of the whole backbone
 
     def validate(self) -> list[tuple[str, str]]:
         errors = []
@@ -221,6 +253,25 @@ class DataConfig:
 
 
 @dataclass
+class FreezeConfig:
+    """Backbone weights kept as loaded (no gradients, no optimizer state).
+
+    `embeddings`: the token/position/segment embeddings (and their layer norm);
+    `layers`: the first N transformer layers; `backbone`: all of it (a linear
+    probe: only the task head trains).
+    """
+
+    embeddings: bool = False
+    layers: int = 0
+    backbone: bool = False
+
+    def validate(self) -> list[tuple[str, str]]:
+        if self.layers < 0:
+            return [("layers", f"must be >= 0. Received: {self.layers}")]
+        return []
+
+
+@dataclass
 class TrainConfig:
     """Optimisation, precision, distribution and callbacks."""
 
@@ -232,9 +283,10 @@ class TrainConfig:
     clipnorm: Optional[float] = 1.0
     lazy_embedding_updates: bool = False  # Adam on the batch's embedding rows only (faster, measured 1 point worse on SST-2)
     precision: Literal["float32", "mixed_bfloat16", "mixed_float16"] = "mixed_bfloat16"
-    jit_compile: bool = False
-    strategy: Literal["auto", "default", "mirrored", "multi_worker", "tpu"] = "auto"
-    tpu_address: Optional[str] = None
+    jit_compile: bool = False  # XLA-compiled steps; batches then have fixed shapes, as with strategy tpu
+    steps_per_execution: int = 1  # train steps per tf.function call (TPU: fewer host round trips)
+    strategy: Literal["auto", "default", "mirrored", "multi_worker", "tpu"] = "auto"  # docs/distributed.md
+    tpu_address: Optional[str] = None  # "local" on a TPU VM (Colab, GCP), else the TPU name or grpc://host:port
     eval_every_steps: Optional[int] = None
     max_steps: Optional[int] = None
     monitor: Optional[str] = None
@@ -244,10 +296,11 @@ class TrainConfig:
     eval_batch_size: int = 128
     verbose: Literal[0, 1, 2] = 1
     keep_backup: bool = False  # keep backup/ (weights + optimizer state, for resuming) after the run finishes
+    freeze: Optional[FreezeConfig] = None  # e.g. {embeddings: true, layers: 2} or {backbone: true} (linear probe)
 
     def validate(self) -> list[tuple[str, str]]:
         errors = []
-        positive = ("epochs", "batch_size", "learning_rate", "eval_batch_size", "shuffle_buffer")
+        positive = ("epochs", "batch_size", "learning_rate", "eval_batch_size", "shuffle_buffer", "steps_per_execution")
         for name in positive:
             if getattr(self, name) <= 0:
                 errors.append((name, f"must be > 0. Received: {getattr(self, name)}"))
@@ -261,6 +314,9 @@ class TrainConfig:
             errors.append(("weight_decay", f"must be >= 0. Received: {self.weight_decay}"))
         if self.strategy == "tpu" and not self.tpu_address and not os.environ.get("TPU_NAME"):
             errors.append(("tpu_address", "required with strategy 'tpu' (or set TPU_NAME)"))
+        if self.lazy_embedding_updates and (self.jit_compile or self.strategy == "tpu"):
+            errors.append(("lazy_embedding_updates", "not with jit_compile or strategy tpu: the rows a batch touches "
+                                                     "vary in number, and XLA needs fixed shapes"))
         if sorted(self.bucket_boundaries) != self.bucket_boundaries or any(b <= 0 for b in self.bucket_boundaries):
             errors.append(("bucket_boundaries", f"must be increasing positive lengths. Received: {self.bucket_boundaries}"))
         return errors
@@ -273,6 +329,9 @@ class ExportConfig:
     export_dir: Optional[str] = None
     model_name: str = "model"
     version: Optional[int] = None
+    # Weight precision of the SavedModel (tfsft/models/precision.py, docs/efficient_finetuning.md):
+    dtype: Optional[Literal["float32", "bfloat16"]] = None  # null: as trained (train.precision)
+    quantize: Optional[Literal["int8", "int8_weight_only"]] = None  # Keras int8: weights (+ activations)
 
     def validate(self) -> list[tuple[str, str]]:
         if self.version is not None and self.version <= 0:
@@ -292,6 +351,11 @@ class ExperimentConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+
+    def validate(self) -> list[tuple[str, str]]:
+        if self.model.lora is not None and self.train.freeze is not None:
+            return [("train.freeze", "not with model.lora, which freezes the whole backbone but its LoRA adapters")]
+        return []
 
     @property
     def run_path(self) -> Path:

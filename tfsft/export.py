@@ -30,7 +30,7 @@ from typing import Callable, Optional
 import numpy as np
 import tensorflow as tf
 
-from tfsft.models import fast_matmul
+from tfsft.models import fast_matmul, precision
 from tfsft.run_dir import LoadedRun, load_run
 from tfsft.serving.assets import write_batching_parameters, write_warmup_requests
 from tfsft.serving.ops import MIN_TF_SERVING, check_serving_ops
@@ -53,22 +53,32 @@ def next_version(model_dir: Path) -> int:
     return max((int(p.name) for p in model_dir.glob("*") if p.name.isdigit()), default=0) + 1
 
 
+def served_model(model, export_config):
+    """The model at the export's weight precision: `export.dtype` (rebuilt), then `export.quantize` (int8)."""
+    if export_config.dtype:
+        model = precision.with_dtype(model, export_config.dtype)
+    if export_config.quantize:
+        model = precision.quantize(model, export_config.quantize)
+    return model
+
+
 @fast_matmul.fast_projections()
 def export(run_dir: str | Path, verify: bool = True, log: Callable[[str], None] = print,
-           version: Optional[int] = None) -> Path:
+           version: Optional[int] = None, overrides=()) -> Path:
     """Exports a finished run as a SavedModel; returns the version folder.
 
     `version` (else the config's `export.version`) replaces that version;
-    by default the export takes the next free number.
+    by default the export takes the next free number. `overrides`
+    (`export.quantize=int8`, as for `tfsft train --set`) change the run's config.
 
     Example:
         >>> path = export("runs/sst2_minilm")   # runs/sst2_minilm/export/sst2/1, then .../2
     """
     if version is not None and version < 1:
         raise ValueError(f"version must be a positive integer. Received: {version}")
-    loaded = load_run(run_dir)
+    loaded = load_run(run_dir, overrides=overrides)
     encoder = loaded.task.make_encoder(loaded.tokenizer, loaded.config.model.sequence_length)
-    module = loaded.task.serving_module(loaded.model, encoder)
+    module = loaded.task.serving_module(served_model(loaded.model, loaded.config.export), encoder)
     signatures = {"serving_default": module.serve, **getattr(module, "extra_signatures", lambda: {})()}
     target = export_path(loaded, version)
     staging = target.with_name(f".{target.name}.partial")
@@ -87,8 +97,10 @@ def export(run_dir: str | Path, verify: bool = True, log: Callable[[str], None] 
     replaced = target.exists()
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
+    weights = " + ".join(filter(None, (loaded.config.export.dtype, loaded.config.export.quantize)))
     log(f"Exported SavedModel to {target}" + (" (replaced)" if replaced else "")
-        + f"; TF Serving >= {MIN_TF_SERVING}" + (f"; not batched: {unbatched}" if unbatched else ""))
+        + (f"; weights {weights}" if weights else "") + f"; TF Serving >= {MIN_TF_SERVING}"
+        + (f"; not batched: {unbatched}" if unbatched else ""))
     return target
 
 

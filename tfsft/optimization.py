@@ -58,6 +58,15 @@ def _combine_duplicates(gradient: tf.IndexedSlices) -> tf.IndexedSlices:
     return tf.IndexedSlices(values, unique, gradient.dense_shape)
 
 
+def _sum_over_replicas(grads: list) -> list:
+    """Each gradient summed over the replicas in sync (unchanged on one replica or outside a replica context)."""
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return grads
+    summed = iter(context.all_reduce(tf.distribute.ReduceOp.SUM, [g for g in grads if g is not None]))
+    return [None if g is None else next(summed) for g in grads]
+
+
 @keras.saving.register_keras_serializable(package="tfsft")
 class FusedAdamW(keras.optimizers.AdamW):
     """AdamW with fused dense updates and lazy sparse (embedding) updates.
@@ -67,19 +76,33 @@ class FusedAdamW(keras.optimizers.AdamW):
     w ← w − lr·√(1−β₂ᵗ)/(1−β₁ᵗ)·m/(√v + ε). Rows of an embedding that a batch
     does not touch keep their moments unchanged when `lazy_embeddings` is set.
 
+    Under `tf.distribute` the gradients are summed over the replicas *before*
+    clipping, so the norm is that of the global batch's gradient, as on one
+    device (Keras sums them afterwards, which clips each replica's own).
+
     Args:
         lazy_embeddings: update only the embedding rows a batch touches.
+        static_shapes: make embedding gradients dense before clipping, so that
+            every tensor of the step has a fixed shape (XLA, TPUs); the rows of a
+            batch (`tf.unique`) vary in number.
         **kwargs: `keras.optimizers.AdamW` arguments.
     """
 
-    def __init__(self, *args, lazy_embeddings: bool = False, **kwargs):
+    def __init__(self, *args, lazy_embeddings: bool = False, static_shapes: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
         self.lazy_embeddings = lazy_embeddings
+        self.static_shapes = static_shapes
 
     def get_config(self):
-        return {**super().get_config(), "lazy_embeddings": self.lazy_embeddings}
+        return {**super().get_config(), "lazy_embeddings": self.lazy_embeddings, "static_shapes": self.static_shapes}
+
+    def _all_reduce_sum_gradients(self, grads_and_vars):
+        return list(grads_and_vars)  # summed over the replicas already, by _clip_gradients
 
     def _clip_gradients(self, grads):
+        grads = _sum_over_replicas(grads)
+        if self.static_shapes:
+            grads = [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g for g in grads]
         if not (self.global_clipnorm and self.global_clipnorm > 0):
             return super()._clip_gradients(grads)
         grads = [_combine_duplicates(g) if isinstance(g, tf.IndexedSlices) else g for g in grads]
@@ -128,13 +151,14 @@ class FusedAdamW(keras.optimizers.AdamW):
         variable.scatter_sub(tf.IndexedSlices(alpha * m_rows / (tf.sqrt(v_rows) + epsilon), rows))
 
 
-def make_optimizer(train_config, total_steps: int) -> keras.optimizers.Optimizer:
+def make_optimizer(train_config, total_steps: int, static_shapes: bool = False) -> keras.optimizers.Optimizer:
     """AdamW (no decay on biases and LayerNorm) with warm-up/decay and clipping.
 
     Args:
         train_config: a `TrainConfig` (learning_rate, warmup_ratio,
             weight_decay, clipnorm, lazy_embedding_updates).
         total_steps: the number of optimizer steps of the whole run.
+        static_shapes: fixed-shape gradients only (XLA, TPUs; `FusedAdamW`).
     """
     schedule = WarmupLinearDecay(
         train_config.learning_rate, int(train_config.warmup_ratio * total_steps), total_steps
@@ -145,6 +169,7 @@ def make_optimizer(train_config, total_steps: int) -> keras.optimizers.Optimizer
         epsilon=1e-6,
         global_clipnorm=train_config.clipnorm,
         lazy_embeddings=train_config.lazy_embedding_updates,
+        static_shapes=static_shapes,
     )
     optimizer.exclude_from_weight_decay(var_names=NO_DECAY)
     return optimizer

@@ -6,10 +6,12 @@ Layout::
               data.json              where the splits were read from, resolved at training time
               task.json              task state (label vocabulary, ...)
               tokenizer/             the tokenizer (KerasHub preset format)
-              model.keras            the trained task model (best weights; no optimizer state)
+              model.keras            the trained task model (best weights; no optimizer state; LoRA merged)
+              adapter.safetensors    LoRA runs: the adapter alone (A, B, head; `tfsft.peft.adapter`)
               checkpoints/best.weights.h5   the best weights so far, while training
               backup/                weights + optimizer state while training (resume; `train.keep_backup`)
               logs/                  TensorBoard events; history.csv
+              curves.png             training/validation loss and metric per interval, kept checkpoint marked
               metrics.json           evaluation metrics; confusion_matrix.png
               export/<name>/<ver>/   the SavedModel for TF Serving
               preset/                backbone + tokenizer as a KerasHub preset (`tfsft pretrain`)

@@ -24,14 +24,15 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import keras
-import tensorflow as tf
 
-from tfsft import evaluation
+from tfsft import distribute, evaluation
+from tfsft.curves import plot_curves
 from tfsft.config import ConfigError, ExperimentConfig, save_config
-from tfsft.data.pipeline import evaluation_dataset, training_dataset
+from tfsft.data.pipeline import evaluation_dataset, static_lengths, training_dataset
 from tfsft.models import fast_matmul
 from tfsft.models.backbones import load_backbone
 from tfsft.optimization import make_optimizer
+from tfsft.peft.setup import TrainableWeights
 from tfsft.run_dir import load_run, save_artifacts, save_data_sources, save_preset, without_training_state
 from tfsft.tasks import get_task
 from tfsft.tasks.pretraining import prepare_tokenizer
@@ -105,29 +106,9 @@ def plan_steps(num_rows: int, train_config) -> StepPlan:
     total = train_config.max_steps or max(1, math.ceil(train_config.epochs * steps_per_epoch))
     wanted = min(train_config.eval_every_steps or steps_per_epoch, total)
     intervals = math.ceil(total / wanted)
-    return StepPlan(steps_per_epoch, math.ceil(total / intervals), intervals)
-
-
-def make_strategy(train_config) -> tf.distribute.Strategy:
-    """`auto`: TPU when an address is configured, mirrored over >1 GPU, else default."""
-    kind = train_config.strategy
-    if kind == "auto":
-        if train_config.tpu_address:
-            kind = "tpu"
-        elif len(tf.config.list_logical_devices("GPU")) > 1:
-            kind = "mirrored"
-        else:
-            kind = "default"
-    if kind == "tpu":
-        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=train_config.tpu_address or "")
-        tf.config.experimental_connect_to_cluster(resolver)
-        tf.tpu.experimental.initialize_tpu_system(resolver)
-        return tf.distribute.TPUStrategy(resolver)
-    if kind == "mirrored":
-        return tf.distribute.MirroredStrategy()
-    if kind == "multi_worker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    return tf.distribute.get_strategy()
+    interval = math.ceil(total / intervals)
+    interval += -interval % train_config.steps_per_execution  # whole calls of steps_per_execution steps
+    return StepPlan(steps_per_epoch, interval, intervals)
 
 
 def configure_runtime(config: ExperimentConfig) -> None:
@@ -163,6 +144,7 @@ class TrainResult:
     seconds: float
     steps: int
     test_metrics: dict = field(default_factory=dict)  # on the test split, when the config has one
+    chief: bool = True  # False on the other workers of multi-worker training (their run directory is deleted)
 
 
 @fast_matmul.fast_projections()
@@ -181,12 +163,12 @@ def train(config: ExperimentConfig, log: Callable[[str], None] = print,
         >>> result.metrics["accuracy"]
     """
     start = time.time()
-    run = config.run_path
+    strategy = distribute.make_strategy(config.train)  # first: MultiWorkerMirroredStrategy precedes any TF op
+    run = distribute.write_dir(config.run_path, strategy)  # the run directory, or a non-chief worker's own
     run.mkdir(parents=True, exist_ok=True)
     save_config(config, run / "config.yaml")
     save_data_sources(run, config.data)
     configure_runtime(config)
-    strategy = make_strategy(config.train)
     task = get_task(config)
 
     train_examples = task.read("train")
@@ -223,7 +205,8 @@ def train(config: ExperimentConfig, log: Callable[[str], None] = print,
         done = _completed_intervals(run / "backup")
         if done:
             log(f"Resuming from step {done * plan.interval} (interval {done}/{plan.intervals})")
-        train_ds = training_dataset(
+        static = distribute.needs_static_shapes(config.train, strategy)
+        train_ds = distribute.distribute_batches(strategy, training_dataset(
             train_split,
             pad_id=encoder.pad_id,
             batch_size=config.train.batch_size,
@@ -233,25 +216,32 @@ def train(config: ExperimentConfig, log: Callable[[str], None] = print,
             shuffle_buffer=config.train.shuffle_buffer,
             skip_batches=done * plan.interval,
             batch_transform=getattr(task, "batch_transform", None),
-            static_shapes=config.train.jit_compile or isinstance(strategy, tf.distribute.TPUStrategy),
-        )
-        val_ds = (evaluation_dataset(val_split, pad_id=encoder.pad_id, batch_size=config.train.eval_batch_size)
-                  if val_split else None)
+            static_shapes=static,
+        ), config.train.batch_size)
+        lengths = static_lengths(config.train.bucket_boundaries, config.model.sequence_length) if static else None
+        val_ds = (evaluation_dataset(val_split, pad_id=encoder.pad_id, batch_size=config.train.eval_batch_size,
+                                     lengths=lengths) if val_split else None)
 
         model = task.build_model(backbone)
+        trainable = TrainableWeights(model, backbone, config, log)  # model.lora, train.freeze; logs the counts
         model.compile(
-            optimizer=make_optimizer(config.train, plan.total_steps),
+            optimizer=make_optimizer(config.train, plan.total_steps, static_shapes=static),
             loss=task.loss(),
             metrics=task.metrics(),
             jit_compile=config.train.jit_compile,
+            steps_per_execution=config.train.steps_per_execution,
         )
+        distribute.keras_multi_worker_build(model, strategy)
     monitor = config.train.monitor or (task.default_monitor if val_ds is not None else "loss")
     best_path = run / "checkpoints" / "best.weights.h5"
     best_path.parent.mkdir(exist_ok=True)
     (run / "logs").mkdir(exist_ok=True)
+    best_weights = BestWeights(best_path, monitor,
+                               _best_so_far(run / "logs" / "history.csv", monitor) if done else None)
     user_callbacks, callbacks = list(callbacks), [
         StopOnNaN(config.train.learning_rate),
-        BestWeights(best_path, monitor, _best_so_far(run / "logs" / "history.csv", monitor) if done else None),
+        best_weights,
+        *trainable.callbacks(run, best_weights),  # LoRA: A and B through resumes and the best checkpoint
         keras.callbacks.BackupAndRestore(str(run / "backup"), save_freq="epoch",
                                          delete_checkpoint=not config.train.keep_backup),
         keras.callbacks.CSVLogger(str(run / "logs" / "history.csv"), append=bool(done)),
@@ -267,7 +257,8 @@ def train(config: ExperimentConfig, log: Callable[[str], None] = print,
     warnings.filterwarnings("ignore", message="Your input ran out of data")
     log(f"Training {plan.total_steps} steps ({plan.intervals} x {plan.interval}; "
         f"{plan.steps_per_epoch} steps = 1 epoch) at batch {config.train.batch_size}, "
-        f"precision {config.train.precision}, strategy {type(strategy).__name__}")
+        f"precision {config.train.precision}, strategy {type(strategy).__name__} "
+        f"({strategy.num_replicas_in_sync} replicas)")
     model.fit(
         train_ds,
         epochs=plan.intervals,
@@ -281,7 +272,9 @@ def train(config: ExperimentConfig, log: Callable[[str], None] = print,
         with without_training_state(model):
             model.load_weights(best_path)
     save_artifacts(run, model, tokenizer, task)
+    trainable.finish(run)  # LoRA: adapter.safetensors (the best interval's A, B and head)
     shutil.rmtree(best_path.parent, ignore_errors=True)  # model.keras holds the best weights: one copy is enough
+    plot_curves(run / "logs" / "history.csv", run / "curves.png", monitor, plan.interval, _mode(monitor) == "min")
 
     batch = config.train.eval_batch_size
     metrics = (_score(task, model, val_examples, val_split, encoder, batch, "validation", run, run / "metrics.json",
@@ -291,9 +284,10 @@ def train(config: ExperimentConfig, log: Callable[[str], None] = print,
     if val_split is None:
         log(f"No validation split in the config (data.files.validation or data.tfds.validation): nothing was "
             f"validated, and model.keras holds the weights of the interval with the best {monitor}")
+    distribute.discard_worker_dir(run, strategy, config.train.keep_backup)
     seconds = time.time() - start
     log(f"Finished in {seconds / 60:.1f} min; run directory {run}")
-    return TrainResult(run, metrics, seconds, plan.total_steps, test_metrics)
+    return TrainResult(run, metrics, seconds, plan.total_steps, test_metrics, chief=distribute.is_chief(strategy))
 
 
 def _score(task, model, examples, encoded, encoder, batch_size: int, split: str, out_dir: Path,

@@ -152,6 +152,11 @@ def _length(*example):
     return tf.reduce_max(tf.stack(lengths))
 
 
+def static_lengths(bucket_boundaries: list[int], sequence_length: int) -> list[int]:
+    """The lengths fixed-shape batches are padded to: the boundaries below `sequence_length`, then it."""
+    return [b for b in bucket_boundaries if b < sequence_length] + [sequence_length]
+
+
 def training_dataset(
     split: EncodedSplit,
     *,
@@ -173,18 +178,25 @@ def training_dataset(
     `static_shapes` pads each batch to its bucket's boundary instead, so XLA
     (`jit_compile`) and TPUs compile one program per bucket, not per length.
     """
-    boundaries = [b for b in bucket_boundaries if b < sequence_length]
-    if static_shapes:
-        boundaries.append(sequence_length)
-    dataset = split.dataset.shuffle(min(shuffle_buffer, split.size), seed=seed, reshuffle_each_iteration=True)
-    dataset = dataset.repeat().bucket_by_sequence_length(
-        element_length_func=_length,
-        bucket_boundaries=[b + 1 for b in boundaries],  # bucket i holds lengths ≤ boundaries[i]
-        bucket_batch_sizes=[batch_size] * (len(boundaries) + 1),
-        padding_values=_padding_values(pad_id, split.dataset.element_spec),
-        pad_to_bucket_boundary=static_shapes,
-        drop_remainder=True,
-    )
+    boundaries = (static_lengths(bucket_boundaries, sequence_length) if static_shapes
+                  else [b for b in bucket_boundaries if b < sequence_length])
+
+    @tf.autograph.experimental.do_not_convert
+    def batches(_):
+        shuffled = split.dataset.shuffle(min(shuffle_buffer, split.size), seed=seed, reshuffle_each_iteration=True)
+        return shuffled.repeat().bucket_by_sequence_length(
+            element_length_func=_length,
+            bucket_boundaries=[b + 1 for b in boundaries],  # bucket i holds lengths ≤ boundaries[i]
+            bucket_batch_sizes=[batch_size] * (len(boundaries) + 1),
+            padding_values=_padding_values(pad_id, split.dataset.element_spec),
+            pad_to_bucket_boundary=static_shapes,
+            drop_remainder=True,
+        )
+
+    # Built anew for every iterator, so that every iterator starts the same seeded order: one shuffle
+    # shared by all iterators reshuffles for each, and Keras opens one of its own before it trains a
+    # distributed model (training would then start from the second order, unlike on one device).
+    dataset = tf.data.Dataset.from_tensors(0).flat_map(batches)
     if skip_batches:
         dataset = dataset.skip(skip_batches)
     if batch_transform is not None:
@@ -195,23 +207,29 @@ def training_dataset(
 EVAL_BUCKETS = [8, 16, 24, 32, 40, 48, 56, 64, 96, 128, 192, 256, 384]  # lengths that share a batch: ≤ 8, 9-16, ...
 
 
-def _similar_length_batches(dataset: tf.data.Dataset, pad_id: int, batch_size: int) -> tf.data.Dataset:
-    """Every example once, in batches of examples of similar length, each padded to its own longest."""
+def _similar_length_batches(dataset: tf.data.Dataset, pad_id: int, batch_size: int,
+                            lengths: Optional[list[int]] = None) -> tf.data.Dataset:
+    """Every example once, in batches of examples of similar length, each padded to its own longest
+    (or, given `lengths`, to the first of them that fits: fixed shapes)."""
+    boundaries = lengths or EVAL_BUCKETS
     return dataset.bucket_by_sequence_length(
         element_length_func=_length,
-        bucket_boundaries=[b + 1 for b in EVAL_BUCKETS],
-        bucket_batch_sizes=[batch_size] * (len(EVAL_BUCKETS) + 1),
+        bucket_boundaries=[b + 1 for b in boundaries],
+        bucket_batch_sizes=[batch_size] * (len(boundaries) + 1),
         padding_values=_padding_values(pad_id, dataset.element_spec),
+        pad_to_bucket_boundary=lengths is not None,
     )
 
 
-def evaluation_dataset(split: EncodedSplit, *, pad_id: int, batch_size: int) -> tf.data.Dataset:
+def evaluation_dataset(split: EncodedSplit, *, pad_id: int, batch_size: int,
+                       lengths: Optional[list[int]] = None) -> tf.data.Dataset:
     """Batches of examples of similar length (little padding), *not* in the split's order.
 
     For whatever does not depend on order (Keras' validation metrics, token
-    statistics); `predict_split` gives per-example outputs in order.
+    statistics); `predict_split` gives per-example outputs in order. `lengths`
+    (`static_lengths`) pads every batch to one of a few fixed lengths (XLA, TPUs).
     """
-    return _similar_length_batches(split.dataset, pad_id, batch_size).prefetch(AUTOTUNE)
+    return _similar_length_batches(split.dataset, pad_id, batch_size, lengths).prefetch(AUTOTUNE)
 
 
 def predict_split(model: keras.Model, split: EncodedSplit, *, pad_id: int, batch_size: int) -> np.ndarray:
