@@ -121,6 +121,15 @@ def write_gguf(path: Path, arch: str = "llama", tied: bool = True, types: dict |
 
 
 @pytest.fixture(autouse=True)
+def float32_policy():
+    """The checks against the float32 reference build float32 models, whatever policy an earlier test left."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("float32")
+    yield
+    keras.config.set_dtype_policy(previous)
+
+
+@pytest.fixture(autouse=True)
 def cache(tmp_path_factory, monkeypatch) -> Path:
     """One conversion cache for the session (a file is converted once)."""
     root = tmp_path_factory.getbasetemp() / "tfsft-cache"
