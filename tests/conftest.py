@@ -24,6 +24,17 @@ def write_vocab(path: Path) -> Path:
     return path
 
 
+@pytest.fixture
+def float32_policy():
+    """Keras' global dtype policy is float32 for the test, whatever an earlier test left (train() sets it)."""
+    import keras
+
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("float32")
+    yield
+    keras.config.set_dtype_policy(previous)
+
+
 @pytest.fixture(scope="session")
 def tiny_vocab(tmp_path_factory) -> Path:
     return write_vocab(tmp_path_factory.mktemp("vocab") / "vocab.txt")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import keras
 import pytest
 
 from tests.conftest import tiny_model, tiny_text_config, tiny_train
@@ -16,12 +15,8 @@ NER_SENTENCES = [
 
 
 @pytest.fixture(autouse=True)
-def float32_policy():
-    """Models built in these tests compute in float32, whatever an earlier test left as the global policy."""
-    previous = keras.mixed_precision.dtype_policy()
-    keras.mixed_precision.set_dtype_policy("float32")
-    yield
-    keras.mixed_precision.set_dtype_policy(previous)
+def _float32(float32_policy):
+    """Models built in these tests compute in float32 (tests/conftest.py's `float32_policy`)."""
 
 
 @pytest.fixture(scope="session")

@@ -121,12 +121,8 @@ def write_gguf(path: Path, arch: str = "llama", tied: bool = True, types: dict |
 
 
 @pytest.fixture(autouse=True)
-def float32_policy():
-    """The checks against the float32 reference build float32 models, whatever policy an earlier test left."""
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy("float32")
-    yield
-    keras.config.set_dtype_policy(previous)
+def _float32(float32_policy):
+    """The checks against the float32 reference build float32 models (tests/conftest.py's `float32_policy`)."""
 
 
 @pytest.fixture(autouse=True)
