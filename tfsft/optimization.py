@@ -82,25 +82,31 @@ class FusedAdamW(keras.optimizers.AdamW):
 
     Args:
         lazy_embeddings: update only the embedding rows a batch touches.
+        sum_replicas: sum the gradients over the replicas (False when a
+            `SummedLossScaleOptimizer` around this one has summed them).
         static_shapes: make embedding gradients dense before clipping, so that
             every tensor of the step has a fixed shape (XLA, TPUs); the rows of a
             batch (`tf.unique`) vary in number.
         **kwargs: `keras.optimizers.AdamW` arguments.
     """
 
-    def __init__(self, *args, lazy_embeddings: bool = False, static_shapes: bool = False, **kwargs):
+    def __init__(self, *args, lazy_embeddings: bool = False, sum_replicas: bool = True, static_shapes: bool = False,
+                 **kwargs):
         super().__init__(*args, **kwargs)
         self.lazy_embeddings = lazy_embeddings
+        self.sum_replicas = sum_replicas
         self.static_shapes = static_shapes
 
     def get_config(self):
-        return {**super().get_config(), "lazy_embeddings": self.lazy_embeddings, "static_shapes": self.static_shapes}
+        return {**super().get_config(), "lazy_embeddings": self.lazy_embeddings, "sum_replicas": self.sum_replicas,
+                "static_shapes": self.static_shapes}
 
     def _all_reduce_sum_gradients(self, grads_and_vars):
         return list(grads_and_vars)  # summed over the replicas already, by _clip_gradients
 
     def _clip_gradients(self, grads):
-        grads = _sum_over_replicas(grads)
+        if self.sum_replicas:
+            grads = _sum_over_replicas(grads)
         if self.static_shapes:
             grads = [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g for g in grads]
         if not (self.global_clipnorm and self.global_clipnorm > 0):
@@ -151,12 +157,30 @@ class FusedAdamW(keras.optimizers.AdamW):
         variable.scatter_sub(tf.IndexedSlices(alpha * m_rows / (tf.sqrt(v_rows) + epsilon), rows))
 
 
+@keras.saving.register_keras_serializable(package="tfsft")
+class SummedLossScaleOptimizer(keras.optimizers.LossScaleOptimizer):
+    """Dynamic loss scaling (float16) that skips or applies a step on every replica alike.
+
+    Keras' `LossScaleOptimizer` checks each replica's *own* gradients for
+    inf/NaN and follows the first replica's verdict (the sum over replicas
+    happens later, inside the inner optimizer): when only another replica
+    overflows, the step is applied and the weights become NaN. Here the
+    gradients are summed over the replicas first, so every replica checks the
+    same sum; the inner `FusedAdamW` must have `sum_replicas=False`.
+    """
+
+    def apply(self, grads, trainable_variables=None):
+        return super().apply(_sum_over_replicas(list(grads)), trainable_variables)
+
+
 def make_optimizer(train_config, total_steps: int, static_shapes: bool = False) -> keras.optimizers.Optimizer:
     """AdamW (no decay on biases and LayerNorm) with warm-up/decay and clipping.
 
+    Under `mixed_float16` it is wrapped in a `SummedLossScaleOptimizer`.
+
     Args:
         train_config: a `TrainConfig` (learning_rate, warmup_ratio,
-            weight_decay, clipnorm, lazy_embedding_updates).
+            weight_decay, clipnorm, lazy_embedding_updates, precision).
         total_steps: the number of optimizer steps of the whole run.
         static_shapes: fixed-shape gradients only (XLA, TPUs; `FusedAdamW`).
     """
@@ -169,7 +193,8 @@ def make_optimizer(train_config, total_steps: int, static_shapes: bool = False) 
         epsilon=1e-6,
         global_clipnorm=train_config.clipnorm,
         lazy_embeddings=train_config.lazy_embedding_updates,
+        sum_replicas=train_config.precision != "mixed_float16",
         static_shapes=static_shapes,
     )
     optimizer.exclude_from_weight_decay(var_names=NO_DECAY)
-    return optimizer
+    return SummedLossScaleOptimizer(optimizer) if train_config.precision == "mixed_float16" else optimizer

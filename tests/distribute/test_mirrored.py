@@ -10,7 +10,6 @@ import sys
 
 import keras
 import numpy as np
-import pytest
 
 from tests.conftest import tiny_text_config
 from tfsft.config import save_config
@@ -50,7 +49,6 @@ def weights(run) -> list[np.ndarray]:
     return [w.numpy() for w in keras.saving.load_model(run / "model.keras", compile=False).weights]
 
 
-@pytest.mark.slow  # 3 min at load 8-10 on the shared 2-core CPU (50 CPU-seconds)
 def test_mirrored_over_two_devices_equals_one_device_and_mixed_float16_scales_the_loss(tmp_path, tiny_vocab):
     # clipnorm 0.01 clips every step: the clipped norm must be the global batch's, not each replica's
     config = tiny_text_config(tmp_path, tiny_vocab, clipnorm=0.01, batch_size=8)
@@ -69,8 +67,51 @@ def test_mirrored_over_two_devices_equals_one_device_and_mixed_float16_scales_th
     assert seen["one"]["moved"] > 1e-3, "training moved the weights by far more than the tolerance"
 
     mixed = seen["mixed"]
-    assert mixed["optimizer"] == "LossScaleOptimizer"
+    assert mixed["optimizer"] == "SummedLossScaleOptimizer"
     assert mixed["loss_scale"] < 2 ** 15, "steps that overflowed float16 were skipped and the scale halved"
     assert np.isfinite(mixed["loss"]) and abs(mixed["loss"] - seen["mirrored"]["loss"]) < 0.05
     moved = max(float(np.max(np.abs(a - b))) for a, b in zip(mirrored, weights(tmp_path / "mixed")))
     assert moved < 1e-2, "float16 compute with loss scaling trains like float32, to float16 precision"
+
+
+VERDICT = r"""
+import json, sys
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import keras
+from tfsft.optimization import FusedAdamW, SummedLossScaleOptimizer
+
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+seen = {}
+for name in ("keras", "summed"):
+    with strategy.scope():
+        weight = keras.Variable([1.0, 2.0])
+        if name == "keras":
+            optimizer = keras.optimizers.LossScaleOptimizer(FusedAdamW(learning_rate=0.1))
+        else:
+            optimizer = SummedLossScaleOptimizer(FusedAdamW(learning_rate=0.1, sum_replicas=False))
+        optimizer.build([weight])
+
+    @tf.function
+    def step():
+        def replica_step():
+            replica = tf.distribute.get_replica_context().replica_id_in_sync_group
+            # replica 0's gradient is finite, replica 1's overflowed
+            grad = tf.where(replica == 1, tf.constant([float("inf"), 0.0]), tf.constant([1.0, 1.0]))
+            optimizer.apply_gradients([(grad, weight)])
+        strategy.run(replica_step)
+
+    step()
+    seen[name] = {"weight": [float(w) for w in weight.numpy()], "scale": float(optimizer.dynamic_scale.numpy())}
+print(json.dumps(seen))
+"""
+
+
+def test_a_step_that_overflows_on_one_replica_only_is_skipped_on_every_replica():
+    proc = subprocess.run([sys.executable, "-c", VERDICT], capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    seen = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert not np.all(np.isfinite(seen["keras"]["weight"])), "Keras' own verdict (replica 0's) applies the step"
+    assert seen["summed"]["weight"] == [1.0, 2.0], "the step is skipped: the summed gradient is not finite"
+    assert seen["summed"]["scale"] == 2.0 ** 14, "and the loss scale halved (from 2^15)"

@@ -54,7 +54,6 @@ def setup(tmp_path_factory, tiny_vocab):
     return root, weights(root / "one")
 
 
-@pytest.mark.slow  # 4 min at load 10 on the shared 2-core CPU (2.5 CPU-minutes for the file)
 def test_two_workers_finish_and_the_chief_equals_one_worker(setup):
     root, one = setup
     proc = subprocess.run([sys.executable, "-m", "tfsft.cli", "launch", "--workers", "2", str(root / "config.yaml"),
@@ -68,7 +67,6 @@ def test_two_workers_finish_and_the_chief_equals_one_worker(setup):
     assert not (root / "two" / "backup").exists()
 
 
-@pytest.mark.slow
 def test_a_killed_worker_and_a_restarted_cluster_resume_from_the_last_backup(setup):
     root, one = setup
     run = root / "resumed"

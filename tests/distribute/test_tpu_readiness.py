@@ -39,7 +39,6 @@ def history(run) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-@pytest.mark.slow  # 47 s at load 8 on the shared 2-core CPU (XLA compiles a program per shape)
 def test_xla_with_the_tpu_input_settings_trains_like_the_usual_run(tmp_path, tiny_vocab, data_dir):
     usual = shrunk_sst2(tmp_path, tiny_vocab, data_dir, "usual")
     tpu = shrunk_sst2(tmp_path, tiny_vocab, data_dir, "tpu", jit_compile=True, steps_per_execution=3)
