@@ -26,7 +26,7 @@ def write_vocab(path: Path) -> Path:
 
 @pytest.fixture
 def float32_policy():
-    """Keras' global dtype policy is float32 for the test, whatever an earlier test left (train() sets it)."""
+    """Keras' global dtype policy is float32 for the test, whatever an earlier test set."""
     import keras
 
     previous = keras.config.dtype_policy()

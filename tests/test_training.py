@@ -93,3 +93,13 @@ def test_a_tfds_run_stays_on_tfds_when_a_data_dir_appears(tmp_path, monkeypatch)
     assert json.loads((tmp_path / "data.json").read_text()) == {"source": "tfds", "tfds": "glue/sst2"}
     monkeypatch.setenv("TFSFT_DATA_DIR", str(tmp_path))
     assert not _run_config(tmp_path, None, ()).data.use_files()
+
+
+def test_train_leaves_the_global_dtype_policy_as_it_found_it(tmp_path, tiny_vocab, float32_policy):
+    import keras
+
+    config = tiny_text_config(tmp_path, tiny_vocab, precision="mixed_bfloat16", max_steps=2, eval_every_steps=2)
+    result = train(config, log=lambda _: None)
+    assert keras.config.dtype_policy().name == "float32"
+    policies = {layer.dtype_policy.name for layer in keras.saving.load_model(result.run_dir / "model.keras").layers}
+    assert "mixed_bfloat16" in policies, "the model itself was built under train.precision"

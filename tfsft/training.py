@@ -14,6 +14,7 @@ same weights, optimizer state, learning-rate step and batch order.
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import math
 import shutil
@@ -112,9 +113,25 @@ def plan_steps(num_rows: int, train_config) -> StepPlan:
 
 
 def configure_runtime(config: ExperimentConfig) -> None:
-    """Seeds every RNG and sets the global precision policy."""
+    """Seeds every RNG and sets the global precision policy (`restores_dtype_policy` puts it back)."""
     keras.utils.set_random_seed(config.seed)
     keras.mixed_precision.set_dtype_policy(config.train.precision)
+
+
+def restores_dtype_policy(function):
+    """Decorator: the global Keras dtype policy after the call is the one before it.
+
+    `train()` sets `train.precision` globally while it builds the model; a
+    process that imports tfsft as a library keeps its own policy afterwards.
+    """
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        before = keras.mixed_precision.dtype_policy()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            keras.mixed_precision.set_dtype_policy(before)
+    return wrapper
 
 
 def _best_so_far(history_csv: Path, monitor: str):
@@ -147,6 +164,7 @@ class TrainResult:
     chief: bool = True  # False on the other workers of multi-worker training (their run directory is deleted)
 
 
+@restores_dtype_policy
 @fast_matmul.fast_projections()
 def train(config: ExperimentConfig, log: Callable[[str], None] = print,
           callbacks: Sequence[keras.callbacks.Callback] = ()) -> TrainResult:
@@ -318,6 +336,7 @@ def evaluate(run_dir: str | Path, split: str = "validation", log: Callable[[str]
                   loaded.path / f"eval_{split}", loaded.path / f"metrics_{split}.json", log)
 
 
+@restores_dtype_policy
 @fast_matmul.fast_projections()
 def baseline(config: ExperimentConfig, split: str = "validation", log: Callable[[str], None] = print) -> dict:
     """Scores the configured model *before* fine-tuning on `split` (e.g. an LLM's zero-shot accuracy).
