@@ -207,3 +207,19 @@ def test_bad_model_sources_are_explained():
         load_backbone(ModelConfig(backbone="package:no_such_pkg"))
     with pytest.raises(ModelSourceError, match="folder .*does-not-exist/model does not exist"):
         load_backbone(ModelConfig(backbone="./does-not-exist/model"))
+
+
+def test_the_streaming_matthews_correlation_equals_sklearns_over_all_batches():
+    from sklearn.metrics import matthews_corrcoef
+
+    from tfsft.tasks.text_classification import MatthewsCorrelation
+
+    rng = np.random.default_rng(0)
+    labels, logits = rng.integers(0, 3, 50), rng.normal(size=(50, 3))
+    metric = MatthewsCorrelation(3)
+    for start in range(0, 50, 16):  # batches of 16, 16, 16, 2
+        metric.update_state(labels[start:start + 16], logits[start:start + 16])
+    assert float(metric.result()) == pytest.approx(matthews_corrcoef(labels, logits.argmax(-1)), abs=1e-6)
+    metric.reset_state()
+    metric.update_state(np.array([1, 1, 0]), np.array([[0.0, 1.0]] * 3))  # one class predicted: MCC 0, not NaN
+    assert float(metric.result()) == 0.0

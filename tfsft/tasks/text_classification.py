@@ -28,6 +28,44 @@ from tfsft.models.backbones import sequence_output
 from tfsft.models.heads import SequencePooling
 
 
+@keras.saving.register_keras_serializable(package="tfsft")
+class MatthewsCorrelation(keras.metrics.Metric):
+    """Matthews correlation of argmax predictions, over all batches seen (multi-class: Gorodkin 2004).
+
+    With C the (K, K) confusion matrix, t = its row sums (true), p = its column
+    sums (predicted), c = trace(C) and s = ΣC:
+    MCC = (c·s − p·t) / √((s² − p·p)(s² − t·t)); 0 when a factor is 0. Equals
+    `sklearn.metrics.matthews_corrcoef`. Lets training pick the checkpoint by
+    CoLA's official metric (`train.monitor: val_mcc`).
+    """
+
+    def __init__(self, num_classes: int, name: str = "mcc", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.num_classes = num_classes
+        self.confusion = self.add_variable(shape=(num_classes, num_classes), initializer="zeros", name="confusion",
+                                           dtype="float32")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        labels = tf.reshape(tf.cast(y_true, tf.int32), [-1])
+        predictions = tf.reshape(tf.argmax(y_pred, axis=-1, output_type=tf.int32), [-1])
+        weights = None if sample_weight is None else tf.reshape(tf.cast(sample_weight, tf.float32), [-1])
+        self.confusion.assign_add(tf.math.confusion_matrix(labels, predictions, num_classes=self.num_classes,
+                                                           weights=weights, dtype=tf.float32))
+
+    def result(self):
+        c = tf.cast(self.confusion, tf.float64)
+        true, predicted, total = tf.reduce_sum(c, 1), tf.reduce_sum(c, 0), tf.reduce_sum(c)
+        covariance = tf.linalg.trace(c) * total - tf.reduce_sum(predicted * true)
+        denominator = tf.sqrt((total ** 2 - tf.reduce_sum(predicted ** 2)) * (total ** 2 - tf.reduce_sum(true ** 2)))
+        return tf.cast(tf.math.divide_no_nan(covariance, denominator), tf.float32)
+
+    def reset_state(self):
+        self.confusion.assign(tf.zeros_like(self.confusion))
+
+    def get_config(self):
+        return {**super().get_config(), "num_classes": self.num_classes}
+
+
 @dataclass
 class TextClassificationOptions:
     """Options of `task: {name: text_classification}`.
@@ -229,7 +267,7 @@ class TextClassificationTask:
         return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
     def metrics(self):
-        return [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+        return [keras.metrics.SparseCategoricalAccuracy(name="accuracy"), MatthewsCorrelation(len(self.labels))]
 
     # --- evaluation ---------------------------------------------------------
     def evaluate(self, model, examples: TextExamples, split: EncodedSplit, encoder: TextEncoder,
