@@ -345,6 +345,43 @@ class MultiHeadAttention(keras.layers.Layer):
             return output, weights
         return output
 
+    def compute_key_value(self, value, key=None):
+        """Projected, head-split keys and values, to reuse for many queries.
+
+        Used by the decoder's key/value cache: cross-attention keys/values are
+        computed once from the encoder output, self-attention ones one
+        position at a time.
+
+        Args:
+            value: `(B, T_k, D_v)`.
+            key: `(B, T_k, D_k)`; defaults to `value`.
+
+        Returns:
+            `(key, value)` of shapes `(B, h, T_k, d_k)` and `(B, h, T_k, d_v)`.
+        """
+        key = value if key is None else key
+        k = self._split_heads(self.key_dense(key), self.key_dim)  # (B, h, T_k, d_k)
+        v = self._split_heads(self.value_dense(value), self.value_dim)  # (B, h, T_k, d_v)
+        return k, v
+
+    def attend(self, query, key, value, attention_mask=None, training=None):
+        """`call` with keys and values already projected (`compute_key_value`).
+
+        Args:
+            query: `(B, T_q, D_q)`, projected here.
+            key: `(B, h, T_k, d_k)`; value: `(B, h, T_k, d_v)`.
+            attention_mask: broadcastable to `(B, T_q, T_k)`, 1/True = attend.
+            training: bool, enables dropout.
+
+        Returns:
+            `(B, T_q, output_dim)`.
+        """
+        q = self._split_heads(self.query_dense(query), self.key_dim)  # (B, h, T_q, d_k)
+        heads = self.attention(
+            q, key, value, attention_mask=attention_mask, training=training
+        )  # (B, h, T_q, d_v)
+        return self.output_dense(self._merge_heads(heads))  # (B, T_q, D)
+
     def get_config(self):
         config = super().get_config()
         config.update(

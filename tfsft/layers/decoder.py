@@ -4,6 +4,13 @@ Each layer has three sublayers: causal (masked) self-attention,
 cross-attention over the encoder output ("memory"), and a position-wise FFN,
 each wrapped as  LayerNorm(x + Dropout(Sublayer(x)))  (post-LN, the paper) or
 x + Dropout(Sublayer(LayerNorm(x)))  (pre-LN, `norm_first=True`).
+
+Step-by-step decoding (`call_with_cache`, inference only) runs one position
+at a time with a key/value cache: the self-attention keys/values of the
+positions decoded so far sit in a fixed-size cache, written at the current
+position (a one-hot `where`, a static-shape op, not a dynamic-update-slice);
+cross-attention keys/values are projected once from the encoder output.
+Output at position t equals row t of `call` on the prefix ≤ t (dropout off).
 """
 
 import keras
@@ -31,6 +38,9 @@ class TransformerDecoderLayer(keras.layers.Layer):
     If the layer is first called without `encoder_sequence`, it is built
     without cross-attention (a GPT-style decoder-only block).
     Shapes: `(B, T_d, D)` and `(B, T_e, D)` -> `(B, T_d, D)`.
+    One position at a time with a key/value cache (inference):
+    `initial_self_attention_cache`, `compute_cross_attention_cache`,
+    `call_with_cache`.
 
     Args:
         num_heads: int, attention heads `h` (D must be divisible by it).
@@ -218,6 +228,106 @@ class TransformerDecoderLayer(keras.layers.Layer):
         )
         return x  # (B, T_d, D)
 
+    # --- step-by-step decoding with a key/value cache (inference only) ---
+
+    def initial_self_attention_cache(self, batch_size, cache_length):
+        """An empty self-attention cache: `(key, value)` zeros, each `(B, h, S, d_k)`.
+
+        Args:
+            batch_size: int or scalar int tensor, B.
+            cache_length: int, S, the number of positions the cache holds.
+        """
+        attention = self.self_attention
+        shape = (batch_size, self.num_heads, cache_length, attention.key_dim)
+        return (
+            ops.zeros(shape, dtype=self.compute_dtype),
+            ops.zeros(shape[:3] + (attention.value_dim,), dtype=self.compute_dtype),
+        )
+
+    def compute_cross_attention_cache(self, encoder_sequence):
+        """Cross-attention keys/values, computed once per source.
+
+        Args:
+            encoder_sequence: `(B, T_e, D)` encoder output.
+
+        Returns:
+            `(key, value)`, each `(B, h, T_e, d_k)`.
+        """
+        if self.cross_attention is None:
+            raise ValueError("This layer was built without cross-attention.")
+        return self.cross_attention.compute_key_value(encoder_sequence)
+
+    def _cached_sublayer(self, x, fn, layer_norm):
+        """`_sublayer` without dropout: LN(x + f(x)) or x + f(LN(x))."""
+        h = layer_norm(x) if self.norm_first else x
+        x = x + fn(h)
+        return x if self.norm_first else layer_norm(x)
+
+    def call_with_cache(
+        self,
+        decoder_sequence,
+        self_attention_cache,
+        cache_index,
+        cross_attention_cache=None,
+        encoder_padding_mask=None,
+    ):
+        """Runs the (built) layer on the single position `cache_index` (no dropout).
+
+        Args:
+            decoder_sequence: `(B, 1, D)`, the layer input at position
+                `cache_index`.
+            self_attention_cache: `(key, value)`, each `(B, h, S, d_k)`:
+                self-attention keys/values of positions `< cache_index`
+                (later positions are ignored); `S > cache_index`.
+            cache_index: int or scalar int tensor, the position decoded.
+            cross_attention_cache: `(key, value)`, each `(B, h, T_e, d_k)`,
+                from `compute_cross_attention_cache`; required iff the layer
+                has cross-attention.
+            encoder_padding_mask: optional `(B, T_e)`, 1/True for real tokens.
+
+        Returns:
+            `(output, self_attention_cache)`: output `(B, 1, D)`, equal to
+            row `cache_index` of `call` on the prefix; the cache with position
+            `cache_index` written.
+        """
+        if (cross_attention_cache is not None) != (self.cross_attention is not None):
+            raise ValueError(
+                "`cross_attention_cache` must be passed if and only if the layer "
+                "has cross-attention."
+            )
+        key_cache, value_cache = self_attention_cache  # (B, h, S, d_k) each
+        cache_length = ops.shape(key_cache)[2]
+        positions = ops.arange(cache_length, dtype="int32")  # (S,)
+        cache_index = ops.cast(cache_index, "int32")
+        is_index = ops.reshape(ops.equal(positions, cache_index), (1, 1, -1, 1))  # (1, 1, S, 1)
+        visible = ops.reshape(ops.less_equal(positions, cache_index), (1, 1, -1))  # (1, 1, S)
+        new_cache = []
+
+        def self_attention(h):
+            key, value = self.self_attention.compute_key_value(h)  # (B, h, 1, d_k) each
+            key = ops.where(is_index, key, key_cache)  # (B, h, S, d_k)
+            value = ops.where(is_index, value, value_cache)
+            new_cache.extend((key, value))
+            return self.self_attention.attend(h, key, value, attention_mask=visible)
+
+        x = ops.cast(decoder_sequence, self.compute_dtype)  # as `__call__` autocasts
+        x = self._cached_sublayer(x, self_attention, self.self_attention_layer_norm)  # (B, 1, D)
+        if cross_attention_cache is not None:
+            cross_mask = make_attention_mask(padding_mask=encoder_padding_mask)  # (B, 1, T_e)
+            x = self._cached_sublayer(
+                x,
+                lambda h: self.cross_attention.attend(
+                    h, *cross_attention_cache, attention_mask=cross_mask
+                ),
+                self.cross_attention_layer_norm,
+            )
+        x = self._cached_sublayer(
+            x,
+            lambda h: self.feed_forward(h, training=False),
+            self.feed_forward_layer_norm,
+        )
+        return x, tuple(new_cache)  # (B, 1, D), ((B, h, S, d_k),) * 2
+
     def compute_output_shape(self, decoder_sequence_shape, encoder_sequence_shape=None):
         return decoder_sequence_shape
 
@@ -246,6 +356,8 @@ class TransformerDecoder(keras.layers.Layer):
     Every layer attends to the same `encoder_sequence` (the top encoder
     output). With `norm_first=True` a final LayerNorm is applied to the output.
     Shapes: `(B, T_d, D)`, `(B, T_e, D)` -> `(B, T_d, D)`.
+    One position at a time with key/value caches (inference): `initial_cache`,
+    then `call_with_cache` per position.
 
     Args:
         num_layers: int, number of layers N (paper: 6).
@@ -354,6 +466,74 @@ class TransformerDecoder(keras.layers.Layer):
         if self.final_layer_norm is not None:
             x = self.final_layer_norm(x)
         return x  # (B, T_d, D)
+
+    # --- step-by-step decoding with a key/value cache (inference only) ---
+
+    def initial_cache(self, batch_size, cache_length, encoder_sequence=None):
+        """The caches `call_with_cache` starts from.
+
+        Args:
+            batch_size: int or scalar int tensor, B.
+            cache_length: int, S, positions each self-attention cache holds
+                (at least the number of decoding steps).
+            encoder_sequence: optional `(B, T_e, D)` encoder output; needed
+                iff the layers have cross-attention.
+
+        Returns:
+            `(self_attention_cache, cross_attention_cache)`: one
+            `(key, value)` pair per layer each, tuples; self-attention pairs
+            are zeros `(B, h, S, d_k)`, cross-attention pairs the projected
+            encoder output `(B, h, T_e, d_k)` (None without an encoder).
+        """
+        self_cache = tuple(
+            layer.initial_self_attention_cache(batch_size, cache_length)
+            for layer in self.decoder_layers
+        )
+        cross_cache = None
+        if encoder_sequence is not None:
+            cross_cache = tuple(
+                layer.compute_cross_attention_cache(encoder_sequence)
+                for layer in self.decoder_layers
+            )
+        return self_cache, cross_cache
+
+    def call_with_cache(
+        self,
+        decoder_sequence,
+        self_attention_cache,
+        cache_index,
+        cross_attention_cache=None,
+        encoder_padding_mask=None,
+    ):
+        """Runs the stack on the single position `cache_index` (no dropout).
+
+        Args:
+            decoder_sequence: `(B, 1, D)` embedded token at `cache_index`.
+            self_attention_cache, cross_attention_cache: per-layer tuples of
+                `(key, value)` pairs, as from `initial_cache`.
+            cache_index: int or scalar int tensor, the position decoded.
+            encoder_padding_mask: optional `(B, T_e)`, 1/True for real tokens.
+
+        Returns:
+            `(output, self_attention_cache)`: `(B, 1, D)` (row `cache_index`
+            of `call` on the prefix) and the updated self-attention caches.
+        """
+        x = decoder_sequence  # (B, 1, D)
+        new_cache = []
+        for i, layer in enumerate(self.decoder_layers):
+            x, layer_cache = layer.call_with_cache(
+                x,
+                self_attention_cache[i],
+                cache_index,
+                cross_attention_cache=(
+                    None if cross_attention_cache is None else cross_attention_cache[i]
+                ),
+                encoder_padding_mask=encoder_padding_mask,
+            )
+            new_cache.append(layer_cache)
+        if self.final_layer_norm is not None:
+            x = self.final_layer_norm(x)
+        return x, tuple(new_cache)  # (B, 1, D)
 
     def compute_output_shape(self, decoder_sequence_shape, encoder_sequence_shape=None):
         return decoder_sequence_shape

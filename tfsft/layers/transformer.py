@@ -274,8 +274,10 @@ class TransformerSeq2SeqBackbone(_PresetMixin, Backbone):
         encoder_embedding, decoder_embedding: `TokenAndPositionEmbedding`s.
         encoder: the `TransformerEncoder`; decoder: the `TransformerDecoder`.
 
-    Generation: `encode()` once, then `decode()` the growing target prefix
-    (no KV cache: each step recomputes the prefix).
+    Generation: `encode()` once, `decoder_cache()` once (cross-attention
+    keys/values of the encoder output, empty self-attention caches), then one
+    `decode_step()` per target position, which runs the decoder on that
+    position only (key/value cache). `decode()` runs a whole prefix.
 
     Example:
     ```python
@@ -437,6 +439,61 @@ class TransformerSeq2SeqBackbone(_PresetMixin, Backbone):
             decoder_padding_mask=decoder_padding_mask,
             encoder_padding_mask=encoder_padding_mask,
             training=training,
+        )
+
+    def decoder_cache(self, encoder_sequence_output, cache_length):
+        """The key/value caches that `decode_step` starts from.
+
+        Args:
+            encoder_sequence_output: `(B, T_e, hidden_dim)` from `encode()`.
+            cache_length: int, positions each self-attention cache holds
+                (at least the number of `decode_step` calls).
+
+        Returns:
+            `(self_cache, cross_cache)`: per decoder layer a `(key, value)`
+            pair each (tuples); self-attention zeros `(B, h, cache_length,
+            d_k)`, cross-attention the projected encoder output
+            `(B, h, T_e, d_k)`, computed here once.
+        """
+        batch_size = keras.ops.shape(encoder_sequence_output)[0]
+        return self.decoder.initial_cache(
+            batch_size, cache_length, encoder_sequence=encoder_sequence_output
+        )
+
+    def decode_step(
+        self,
+        decoder_token_ids,
+        cache_index,
+        self_cache,
+        cross_cache,
+        encoder_padding_mask=None,
+    ):
+        """Decodes the single target position `cache_index` with the caches.
+
+        Inference only (no dropout). Equal to row `cache_index` of `decode()`
+        on the prefix `0 … cache_index` (when the prefix has no padding).
+
+        Args:
+            decoder_token_ids: `(B, 1)` int, the token at `cache_index`.
+            cache_index: int or scalar int tensor, its position.
+            self_cache, cross_cache: from `decoder_cache()` (the self cache
+                as returned by the previous step).
+            encoder_padding_mask: optional `(B, T_e)`.
+
+        Returns:
+            `(hidden, self_cache)`: `(B, 1, hidden_dim)`, the state that
+            predicts token `cache_index + 1`, and the self-attention caches
+            with position `cache_index` written.
+        """
+        x = self.decoder_embedding(
+            decoder_token_ids, start_index=cache_index, training=False
+        )  # (B, 1, D), position embedding of `cache_index`
+        return self.decoder.call_with_cache(
+            x,
+            self_cache,
+            cache_index,
+            cross_attention_cache=cross_cache,
+            encoder_padding_mask=encoder_padding_mask,
         )
 
     def get_config(self):

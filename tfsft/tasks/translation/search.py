@@ -12,9 +12,10 @@ is reached only through a *step function*::
     #         padding mask, key/value caches, ...);
     # logits: (N, V) scores of token t + 1.
 
-so the same search serves a model that re-decodes the whole prefix each step
-(the from-scratch Transformer: step t costs O(t) decoder positions, O(T²) per
-sentence) and one with a key/value cache (KerasHub T5: O(1) positions a step).
+so the same search serves a model with a key/value cache (the from-scratch
+Transformer and KerasHub T5, see `task.decoding_inputs`: one decoder position
+a step) and one that re-decodes the whole prefix each step (step t costs O(t)
+decoder positions, O(T²) per sentence).
 Beam search tiles `state` `beam_size` times and reorders it with the beams.
 
 Beam search ranks hypotheses by the GNMT length-normalised score (Wu et al.,

@@ -157,8 +157,11 @@ class TransformerTranslator(keras.Model):
 def decoding_inputs(model, token_ids, padding_mask, max_length):
     """The state and step function that `tfsft.tasks.translation.search` searches with.
 
-    `TransformerTranslator` re-decodes the whole prefix each step (no KV
-    cache in `tfsft.layers`); KerasHub `T5Seq2SeqLM` uses its key/value caches.
+    Both decode one position a step with key/value caches: `TransformerTranslator`
+    through `TransformerSeq2SeqBackbone.decoder_cache` / `decode_step`
+    (state: source mask, per-layer self- and cross-attention caches), KerasHub
+    `T5Seq2SeqLM` through `call_decoder_with_cache`. The step writes the
+    self-attention cache at position t.
 
     Args:
         model: a `TransformerTranslator` or `keras_hub.models.T5Seq2SeqLM`.
@@ -170,11 +173,14 @@ def decoding_inputs(model, token_ids, padding_mask, max_length):
     """
     if isinstance(model, TransformerTranslator):
         backbone = model.backbone
-        state = {"memory": backbone.encode(token_ids, padding_mask), "mask": padding_mask}
+        memory = backbone.encode(token_ids, padding_mask)  # (B, T_e, D)
+        self_cache, cross_cache = backbone.decoder_cache(memory, max_length + 1)  # cross K/V computed once
+        state = {"mask": padding_mask, "self_cache": self_cache, "cross_cache": cross_cache}
 
         def step(tokens, t, state):
-            hidden = backbone.decode(tokens[:, :t + 1], state["memory"], state["mask"])  # (N, t+1, D)
-            return backbone.token_embedding(hidden[:, -1, :], reverse=True), state  # (N, V)
+            hidden, self_cache = backbone.decode_step(tokens[:, t:t + 1], t, state["self_cache"],
+                                                      state["cross_cache"], state["mask"])  # (N, 1, D)
+            return backbone.token_embedding(hidden[:, 0, :], reverse=True), {**state, "self_cache": self_cache}
 
         return state, step
 
