@@ -271,6 +271,40 @@ class FreezeConfig:
         return []
 
 
+DISTILLED_TASKS = ("text_classification", "token_classification")
+
+
+@dataclass
+class DistillationConfig:
+    """Knowledge distillation (Hinton et al., 2015) from a finished run (`tfsft/distillation.py`):
+
+        loss = alpha · T² · KL(softmax(z_teacher / T) ‖ softmax(z_student / T)) + (1 − alpha) · CE(y, z_student)
+
+    `teacher` is the teacher's run directory (same tokenizer and labels as the
+    student); `student_layers: N` starts the student from the teacher's own
+    embeddings, first N transformer layers and head instead of `model.backbone`.
+    The teacher's directory is checked when training starts (not here: a
+    finished student evaluates and exports without it).
+    """
+
+    teacher: str = ""
+    temperature: float = 2.0
+    alpha: float = 0.5
+    student_layers: Optional[int] = None
+
+    def validate(self) -> list[tuple[str, str]]:
+        errors = []
+        if not self.teacher:
+            errors.append(("teacher", "required: the teacher's run directory, e.g. runs/sst2_minilm"))
+        if self.temperature <= 0:
+            errors.append(("temperature", f"must be > 0. Received: {self.temperature}"))
+        if not 0.0 <= self.alpha <= 1.0:
+            errors.append(("alpha", f"must be in [0, 1]. Received: {self.alpha}"))
+        if self.student_layers is not None and self.student_layers <= 0:
+            errors.append(("student_layers", f"must be a positive integer or null. Received: {self.student_layers}"))
+        return errors
+
+
 @dataclass
 class TrainConfig:
     """Optimisation, precision, distribution and callbacks."""
@@ -297,6 +331,7 @@ class TrainConfig:
     verbose: Literal[0, 1, 2] = 1
     keep_backup: bool = False  # keep backup/ (weights + optimizer state, for resuming) after the run finishes
     freeze: Optional[FreezeConfig] = None  # e.g. {embeddings: true, layers: 2} or {backbone: true} (linear probe)
+    distillation: Optional[DistillationConfig] = None  # {teacher: <run dir>, temperature, alpha, student_layers}
 
     def validate(self) -> list[tuple[str, str]]:
         errors = []
@@ -355,6 +390,10 @@ class ExperimentConfig:
     def validate(self) -> list[tuple[str, str]]:
         if self.model.lora is not None and self.train.freeze is not None:
             return [("train.freeze", "not with model.lora, which freezes the whole backbone but its LoRA adapters")]
+        task = getattr(self.task, "name", None)
+        if self.train.distillation is not None and task is not None and task not in DISTILLED_TASKS:
+            return [("train.distillation", f"distills {' and '.join(DISTILLED_TASKS)} models. Received: task.name "
+                                           f"{task!r}")]
         return []
 
     @property

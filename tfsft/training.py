@@ -30,6 +30,7 @@ from tfsft import distribute, evaluation
 from tfsft.curves import plot_curves
 from tfsft.config import ConfigError, ExperimentConfig, save_config
 from tfsft.data.pipeline import evaluation_dataset, static_lengths, training_dataset
+from tfsft.distillation import Teacher
 from tfsft.models import fast_matmul
 from tfsft.models.backbones import load_backbone
 from tfsft.optimization import make_optimizer
@@ -202,7 +203,10 @@ def train(config: ExperimentConfig, log: Callable[[str], None] = print,
     task.fit_labels(train_examples)
 
     with strategy.scope():
-        if hasattr(task, "build_backbone"):  # e.g. a tokenizer trained on the training data first
+        teacher = Teacher(config, task) if config.train.distillation else None  # checked against task, labels
+        if teacher is not None:  # model.backbone (its tokenizer checked), or the teacher's first student_layers
+            backbone, tokenizer = teacher.student_backbone(config.model)
+        elif hasattr(task, "build_backbone"):  # e.g. a tokenizer trained on the training data first
             backbone, tokenizer = task.build_backbone(config.model, train_examples, run)
         else:
             backbone, tokenizer = load_backbone(config.model)
@@ -240,8 +244,10 @@ def train(config: ExperimentConfig, log: Callable[[str], None] = print,
         val_ds = (evaluation_dataset(val_split, pad_id=encoder.pad_id, batch_size=config.train.eval_batch_size,
                                      lengths=lengths) if val_split else None)
 
-        model = task.build_model(backbone)
+        model = task.build_model(backbone) if teacher is None else teacher.build_student(task, backbone)
         trainable = TrainableWeights(model, backbone, config, log)  # model.lora, train.freeze; logs the counts
+        if teacher is not None:  # fit trains a Distiller: the student, with the teacher's soft labels in the loss
+            model = teacher.distiller(model, task, log)
         model.compile(
             optimizer=make_optimizer(config.train, plan.total_steps, static_shapes=static),
             loss=task.loss(),
@@ -289,6 +295,8 @@ def train(config: ExperimentConfig, log: Callable[[str], None] = print,
     if best_path.exists():
         with without_training_state(model):
             model.load_weights(best_path)
+    if teacher is not None:
+        model = model.student  # the run keeps the student alone, as any run keeps its model
     save_artifacts(run, model, tokenizer, task)
     trainable.finish(run)  # LoRA: adapter.safetensors (the best interval's A, B and head)
     shutil.rmtree(best_path.parent, ignore_errors=True)  # model.keras holds the best weights: one copy is enough
