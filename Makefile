@@ -29,7 +29,7 @@ quickstart: install
 	  --text "not the best movie of the year, but a fun ride"
 
 test: install
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=25
 
 # Real-data / real-weights runs (minutes each).
 test-slow: install

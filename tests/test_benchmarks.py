@@ -164,4 +164,5 @@ def test_evaluation_speed_is_compared_with_training_of_the_same_repeat():
                {"tfsft_train": {"examples_per_s": 30.0}, "evaluate_tfsft": {"examples_per_s": 60.0}}]
     assert report.ratio_median(comparison, repeats) == (3.0, [4.0, 2.0])
     assert comparison.target == 3.0
-    assert [m.name for m in run.select(["evaluate"])] == ["evaluate_tfsft", "evaluate_keras_predict"]
+    assert [m.name for m in run.select(["evaluate"])] == ["evaluate_tfsft", "evaluate_tfsft_train_rows",
+                                                    "evaluate_keras_predict"]
