@@ -388,13 +388,15 @@ class ExperimentConfig:
     export: ExportConfig = field(default_factory=ExportConfig)
 
     def validate(self) -> list[tuple[str, str]]:
+        errors = []
         if self.model.lora is not None and self.train.freeze is not None:
-            return [("train.freeze", "not with model.lora, which freezes the whole backbone but its LoRA adapters")]
+            errors.append(("train.freeze",
+                           "not with model.lora, which freezes the whole backbone but its LoRA adapters"))
         task = getattr(self.task, "name", None)
         if self.train.distillation is not None and task is not None and task not in DISTILLED_TASKS:
-            return [("train.distillation", f"distills {' and '.join(DISTILLED_TASKS)} models. Received: task.name "
-                                           f"{task!r}")]
-        return []
+            errors.append(("train.distillation", f"distills {' and '.join(DISTILLED_TASKS)} models. Received: "
+                                                 f"task.name {task!r}"))
+        return errors
 
     @property
     def run_path(self) -> Path:

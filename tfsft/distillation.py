@@ -239,6 +239,7 @@ class Teacher:
                                         f"directory (`tfsft train` writes {', '.join(RUN_FILES)})")
         self.run = load_run(self.path)
         self.model = self.run.model
+        self.backbone = find_backbone(self.model)  # None for a task.casing model
         teacher_task, student_task = self.run.config.task.name, config.task.name
         if teacher_task != student_task:
             raise _problem(TEACHER_KEY, f"the teacher {self.path} is a {teacher_task} model, the student a "
@@ -263,14 +264,12 @@ class Teacher:
                                              f"{self.run.config.model.backbone!r} in {self.path}, "
                                              f"{model_config.backbone!r} here): {difference}"))
         else:
-            teacher_backbone = find_backbone(self.model)
-            if teacher_backbone is None:
+            if self.backbone is None:
                 raise _problem("train.distillation.student_layers", (
                     f"the teacher {self.path} ({self.model.name}) has no backbone layer to cut (a task.casing "
                     "model calls the backbone's layers one by one); give the student's model.backbone instead"))
-            backbone, tokenizer = truncated_backbone(teacher_backbone, self.settings.student_layers), self.run.tokenizer
-        teacher_backbone = find_backbone(self.model)
-        positions = teacher_backbone.get_config().get("max_sequence_length") if teacher_backbone is not None else None
+            backbone, tokenizer = truncated_backbone(self.backbone, self.settings.student_layers), self.run.tokenizer
+        positions = self.backbone.get_config().get("max_sequence_length") if self.backbone is not None else None
         if positions is not None and positions < model_config.sequence_length:
             raise _problem("model.sequence_length", f"the teacher {self.path} takes at most {positions} tokens. "
                                                     f"Received: {model_config.sequence_length}")
@@ -298,7 +297,7 @@ class Teacher:
         log(f"Distilling from {self.path} (T={settings.temperature:g}, alpha={settings.alpha:g}): teacher "
             f"{parameter_count(self.model.weights):,} params, student {parameter_count(student.weights):,} params")
         if settings.student_layers is not None:
-            teacher_layers = find_backbone(self.model).get_config()["num_layers"]
+            teacher_layers = self.backbone.get_config()["num_layers"]
             log(f"  the student starts as the teacher's embeddings, first {settings.student_layers} of its "
                 f"{teacher_layers} transformer layers and head (model.backbone is not loaded)")
         return Distiller(student, self.model, temperature=settings.temperature, alpha=settings.alpha,

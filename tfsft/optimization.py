@@ -166,8 +166,12 @@ class SummedLossScaleOptimizer(keras.optimizers.LossScaleOptimizer):
     happens later, inside the inner optimizer): when only another replica
     overflows, the step is applied and the weights become NaN. Here the
     gradients are summed over the replicas first, so every replica checks the
-    same sum; the inner `FusedAdamW` must have `sum_replicas=False`.
+    same sum, and the inner `FusedAdamW` is set not to sum them again.
     """
+
+    def __init__(self, inner_optimizer: FusedAdamW, **kwargs):
+        super().__init__(inner_optimizer, **kwargs)
+        inner_optimizer.sum_replicas = False  # summed here, before the inf/NaN check
 
     def apply(self, grads, trainable_variables=None):
         return super().apply(_sum_over_replicas(list(grads)), trainable_variables)
@@ -193,7 +197,6 @@ def make_optimizer(train_config, total_steps: int, static_shapes: bool = False) 
         epsilon=1e-6,
         global_clipnorm=train_config.clipnorm,
         lazy_embeddings=train_config.lazy_embedding_updates,
-        sum_replicas=train_config.precision != "mixed_float16",
         static_shapes=static_shapes,
     )
     optimizer.exclude_from_weight_decay(var_names=NO_DECAY)

@@ -326,24 +326,9 @@ class MultiHeadAttention(keras.layers.Layer):
         return_attention_scores=False,
         training=None,
     ):
-        value = query if value is None else value
-        key = value if key is None else key
-        q = self._split_heads(self.query_dense(query), self.key_dim)  # (B, h, T_q, d_k)
-        k = self._split_heads(self.key_dense(key), self.key_dim)  # (B, h, T_k, d_k)
-        v = self._split_heads(self.value_dense(value), self.value_dim)  # (B, h, T_k, d_v)
-        heads, weights = self.attention(
-            q,
-            k,
-            v,
-            attention_mask=attention_mask,  # (B, T_q, T_k) -> broadcast over h
-            use_causal_mask=use_causal_mask,
-            return_attention_scores=True,
-            training=training,
-        )  # heads: (B, h, T_q, d_v), weights: (B, h, T_q, T_k)
-        output = self.output_dense(self._merge_heads(heads))  # (B, T_q, D)
-        if return_attention_scores:
-            return output, weights
-        return output
+        k, v = self.compute_key_value(query if value is None else value, key)  # (B, h, T_k, d_k|d_v)
+        return self.attend(query, k, v, attention_mask=attention_mask, use_causal_mask=use_causal_mask,
+                           return_attention_scores=return_attention_scores, training=training)
 
     def compute_key_value(self, value, key=None):
         """Projected, head-split keys and values, to reuse for many queries.
@@ -364,23 +349,34 @@ class MultiHeadAttention(keras.layers.Layer):
         v = self._split_heads(self.value_dense(value), self.value_dim)  # (B, h, T_k, d_v)
         return k, v
 
-    def attend(self, query, key, value, attention_mask=None, training=None):
+    def attend(self, query, key, value, attention_mask=None, use_causal_mask=False,
+               return_attention_scores=False, training=None):
         """`call` with keys and values already projected (`compute_key_value`).
 
         Args:
             query: `(B, T_q, D_q)`, projected here.
             key: `(B, h, T_k, d_k)`; value: `(B, h, T_k, d_v)`.
             attention_mask: broadcastable to `(B, T_q, T_k)`, 1/True = attend.
-            training: bool, enables dropout.
+            use_causal_mask, return_attention_scores, training: as in `call`.
 
         Returns:
-            `(B, T_q, output_dim)`.
+            `(B, T_q, output_dim)`, and the `(B, h, T_q, T_k)` weights with
+            `return_attention_scores`.
         """
         q = self._split_heads(self.query_dense(query), self.key_dim)  # (B, h, T_q, d_k)
-        heads = self.attention(
-            q, key, value, attention_mask=attention_mask, training=training
-        )  # (B, h, T_q, d_v)
-        return self.output_dense(self._merge_heads(heads))  # (B, T_q, D)
+        heads, weights = self.attention(
+            q,
+            key,
+            value,
+            attention_mask=attention_mask,  # (B, T_q, T_k) -> broadcast over h
+            use_causal_mask=use_causal_mask,
+            return_attention_scores=True,
+            training=training,
+        )  # heads: (B, h, T_q, d_v), weights: (B, h, T_q, T_k)
+        output = self.output_dense(self._merge_heads(heads))  # (B, T_q, D)
+        if return_attention_scores:
+            return output, weights
+        return output
 
     def get_config(self):
         config = super().get_config()

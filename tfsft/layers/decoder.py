@@ -257,12 +257,6 @@ class TransformerDecoderLayer(keras.layers.Layer):
             raise ValueError("This layer was built without cross-attention.")
         return self.cross_attention.compute_key_value(encoder_sequence)
 
-    def _cached_sublayer(self, x, fn, layer_norm):
-        """`_sublayer` without dropout: LN(x + f(x)) or x + f(LN(x))."""
-        h = layer_norm(x) if self.norm_first else x
-        x = x + fn(h)
-        return x if self.norm_first else layer_norm(x)
-
     def call_with_cache(
         self,
         decoder_sequence,
@@ -311,20 +305,25 @@ class TransformerDecoderLayer(keras.layers.Layer):
             return self.self_attention.attend(h, key, value, attention_mask=visible)
 
         x = ops.cast(decoder_sequence, self.compute_dtype)  # as `__call__` autocasts
-        x = self._cached_sublayer(x, self_attention, self.self_attention_layer_norm)  # (B, 1, D)
+        x = self._sublayer(x, self_attention, self.self_attention_layer_norm, self.self_attention_dropout,
+                           training=False)  # (B, 1, D)
         if cross_attention_cache is not None:
             cross_mask = make_attention_mask(padding_mask=encoder_padding_mask)  # (B, 1, T_e)
-            x = self._cached_sublayer(
+            x = self._sublayer(
                 x,
                 lambda h: self.cross_attention.attend(
                     h, *cross_attention_cache, attention_mask=cross_mask
                 ),
                 self.cross_attention_layer_norm,
+                self.cross_attention_dropout,
+                training=False,
             )
-        x = self._cached_sublayer(
+        x = self._sublayer(
             x,
             lambda h: self.feed_forward(h, training=False),
             self.feed_forward_layer_norm,
+            self.feed_forward_dropout,
+            training=False,
         )
         return x, tuple(new_cache)  # (B, 1, D), ((B, h, S, d_k),) * 2
 
