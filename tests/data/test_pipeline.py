@@ -116,3 +116,6 @@ def test_predict_split_gives_outputs_in_order_from_one_trace(encoder):
     lengths = predict_split(model, split, pad_id=0, batch_size=6)
     assert lengths[:, 0].tolist() == [int(f["padding_mask"].numpy().sum()) for f, _ in split.dataset]
     assert len(traces) == 1  # one trace for every batch shape
+    again = predict_split(model, make_split(encoder, n=13), pad_id=0, batch_size=4)
+    assert again.shape == (13, 1)
+    assert len(traces) == 1  # the model's second evaluation reuses the trace (tfsft evaluate, robustness)

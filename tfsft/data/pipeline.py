@@ -16,6 +16,7 @@ on padding.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from typing import Optional
 
@@ -232,6 +233,21 @@ def evaluation_dataset(split: EncodedSplit, *, pad_id: int, batch_size: int,
     return _similar_length_batches(split.dataset, pad_id, batch_size, lengths).prefetch(AUTOTUNE)
 
 
+_FORWARD_PASSES = weakref.WeakKeyDictionary()  # model → (input spec, its traced inference call)
+
+
+def _forward_pass(model: keras.Model, spec: dict) -> tf.types.experimental.GenericFunction:
+    """`model(x, training=False)` as one tf.function per model and input spec, traced once, not per call
+    (evaluation after training, the robustness report's perturbed copies). It holds the model weakly."""
+    cached = _FORWARD_PASSES.get(model)
+    if cached is not None and cached[0] == spec:
+        return cached[1]
+    held = weakref.ref(model)
+    forward = tf.function(lambda x: held()(x, training=False), input_signature=[spec])
+    _FORWARD_PASSES[model] = (spec, forward)
+    return forward
+
+
 def predict_split(model: keras.Model, split: EncodedSplit, *, pad_id: int, batch_size: int) -> np.ndarray:
     """The model's output for every example of `split`, in the split's order.
 
@@ -243,7 +259,7 @@ def predict_split(model: keras.Model, split: EncodedSplit, *, pad_id: int, batch
     features = split.dataset.map(lambda x, *_: x)
     names = list(model.input)
     spec = {k: tf.TensorSpec([None, None], features.element_spec[k].dtype, name=k) for k in names}
-    forward = tf.function(lambda x: model(x, training=False), input_signature=[spec])
+    forward = _forward_pass(model, spec)
     batches = _similar_length_batches(features.enumerate().map(lambda i, x: (x, i)), pad_id, batch_size)
     outputs, order = [], []
     for x, index in batches.prefetch(AUTOTUNE):
