@@ -166,3 +166,32 @@ def test_evaluation_speed_is_compared_with_training_of_the_same_repeat():
     assert comparison.target == 3.0
     assert [m.name for m in run.select(["evaluate"])] == ["evaluate_tfsft", "evaluate_tfsft_train_rows",
                                                     "evaluate_keras_predict"]
+
+
+def test_low_resource_sample_is_seeded_without_replacement(tmp_path, monkeypatch):
+    import bench_low_resource
+
+    (tmp_path / "sst2").mkdir()
+    rows = [f"sentence {i}\t{i % 2}" for i in range(50)]
+    (tmp_path / "sst2" / "train.tsv").write_text("sentence\tlabel\n" + "\n".join(rows) + "\n")
+    monkeypatch.setenv("TFSFT_DATA_DIR", str(tmp_path))
+    first = bench_low_resource.sample_rows(20, 0, tmp_path).read_text().splitlines()
+    again = bench_low_resource.sample_rows(20, 0, tmp_path).read_text().splitlines()
+    other = bench_low_resource.sample_rows(20, 1, tmp_path).read_text().splitlines()
+    assert first[0] == "sentence\tlabel" and len(first) == 21
+    assert len(set(first[1:])) == 20 and set(first[1:]) <= set(rows)  # no row twice, none invented
+    assert first == again and first != other
+    with pytest.raises(SystemExit, match="51 rows asked for"):
+        bench_low_resource.sample_rows(51, 0, tmp_path)
+
+
+def test_low_resource_table_averages_seeds():
+    import bench_low_resource
+
+    cells = [{"method": "full", "rows": 100, "seed": s, "dev_accuracy": a} for s, a in enumerate((0.80, 0.84, 0.82))]
+    cells.append({"method": "probe", "rows": 67349, "seed": 0, "dev_accuracy": 0.7512})
+    table = bench_low_resource.table(cells, [100, 0]).splitlines()
+    assert table[0] == "| SST-2 dev accuracy (%) | 100 rows | 67,349 rows |"
+    assert table[2] == "| full fine-tuning | 82.00 ± 2.00 (3 seeds) | — |"
+    assert table[3] == "| LoRA r=8 (query, value) | — | — |"
+    assert table[4] == "| linear probe | — | 75.12 |"
