@@ -54,6 +54,7 @@ class Comparison:
     denominator: Callable[[dict], float]
     target: Optional[float] = None  # the ratio must be ≥ target; None: shown for information
     percent: bool = False  # show as a percentage (MFU)
+    peer: Optional[Callable[[dict], str]] = None  # names the denominator's measurement in each repeat
 
 
 def _metric(name: str, key: str) -> Callable[[dict], float]:
@@ -64,9 +65,24 @@ def _inverse(name: str, key: str) -> Callable[[dict], float]:
     return lambda repeat: 1.0 / repeat[name][key]
 
 
+HF_TRAIN = ("hf_train_bf16", "hf_train_bf16_grouped", "hf_train_bf16_grouped_compiled")
+
+
+def fastest_hf_train(repeat: dict) -> str:
+    """The Hugging Face training variant with the most examples/s in this repeat (KeyError if none ran)."""
+    measured = [name for name in HF_TRAIN if name in repeat]
+    if not measured:
+        raise KeyError("no hf_train_* measurement")
+    return max(measured, key=lambda name: repeat[name]["examples_per_s"])
+
+
 COMPARISONS = [
     Comparison("training examples/s: tfsft ÷ HF Transformers + PyTorch (bf16 autocast, dynamic padding)",
                _metric("tfsft_train", "examples_per_s"), _metric("hf_train_bf16", "examples_per_s"), 1.3),
+    Comparison("training examples/s: tfsft ÷ the fastest HF Transformers + PyTorch variant of the repeat "
+               "(± group_by_length, ± torch.compile)",
+               _metric("tfsft_train", "examples_per_s"),
+               lambda r: r[fastest_hf_train(r)]["examples_per_s"], 1.5, peer=fastest_hf_train),
     Comparison("training examples/s: tfsft ÷ plain KerasHub recipe (float32)",
                _metric("tfsft_train", "examples_per_s"), _metric("kerashub_train_fp32", "examples_per_s"), 3.0),
     Comparison("training examples/s: tfsft ÷ plain KerasHub recipe (mixed_bfloat16)",
@@ -93,16 +109,22 @@ COMPARISONS = [
 ]
 
 
-def ratio_median(comparison: Comparison, repeats: list[dict[str, dict]]) -> tuple[Optional[float], list[float]]:
-    """(median, per-repeat ratios) over the repeats where both sides were measured."""
-    ratios = []
+def same_repeat_ratios(comparison: Comparison, repeats: list[dict[str, dict]]) -> list[tuple[dict, float]]:
+    """(repeat, ratio) for every repeat where both sides were measured."""
+    pairs = []
     for repeat in repeats:
         try:
             numerator, denominator = comparison.numerator(repeat), comparison.denominator(repeat)
         except KeyError:
             continue
         if numerator is not None and denominator:
-            ratios.append(numerator / denominator)
+            pairs.append((repeat, numerator / denominator))
+    return pairs
+
+
+def ratio_median(comparison: Comparison, repeats: list[dict[str, dict]]) -> tuple[Optional[float], list[float]]:
+    """(median, per-repeat ratios) over the repeats where both sides were measured."""
+    ratios = [ratio for _, ratio in same_repeat_ratios(comparison, repeats)]
     return (statistics.median(ratios) if ratios else None), ratios
 
 
@@ -131,11 +153,14 @@ def summarize(repeats: list[dict[str, dict]], failures: list[dict], machine: dic
         median, ratios = ratio_median(comparison, repeats)
         if median is None:
             continue
-        comparisons.append({
+        entry = {
             "label": comparison.label, "ratio": median, "per_repeat": ratios, "target": comparison.target,
             "met": None if comparison.target is None else median >= comparison.target,
             "percent": comparison.percent,
-        })
+        }
+        if comparison.peer is not None:  # which measurement each repeat's ratio was taken against
+            entry["peers"] = [comparison.peer(repeat) for repeat, _ in same_repeat_ratios(comparison, repeats)]
+        comparisons.append(entry)
     return {"machine": machine, "settings": settings, "comparisons": comparisons,
             "medians": medians(repeats), "repeats": repeats, "failures": failures}
 
@@ -146,12 +171,12 @@ def _ratio(value: float, percent: bool) -> str:
 
 TABLES = [
     ("Training throughput (SST-2, MiniLM-L6, batch 32)",
-     ["tfsft_train", "hf_train_bf16", "kerashub_train_fp32", "kerashub_train_bf16"],
+     ["tfsft_train", *HF_TRAIN, "kerashub_train_fp32", "kerashub_train_bf16"],
      [("precision", "precision", None), ("examples/s", "examples_per_s", 1), ("examples/CPU-s", "examples_per_cpu_s", 1),
       ("real tokens/s", "real_tokens_per_s", 0),
       ("mean real length", "mean_real_length", 1), ("mean padded length", "mean_padded_length", 1),
       ("MFU (real tokens)", "mfu", "%"), ("MFU (all positions)", "mfu_all_positions", "%"),
-      ("timed steps", "steps", 0)]),
+      ("timed steps", "steps", 0), ("torch.compile", "compiled", None)]),
     ("Matmul peak (TensorFlow, n × n)",
      ["matmul_peak"],
      [("n", "size", 0), ("fp32 TFLOP/s", "fp32_peak_flops_per_s", "T"), ("bf16 TFLOP/s", "bf16_peak_flops_per_s", "T")]),
@@ -201,7 +226,9 @@ def markdown(summary: dict) -> str:
     for c in summary["comparisons"]:
         target = "—" if c["target"] is None else f"≥ {_ratio(c['target'], c['percent'])}"
         met = "—" if c["met"] is None else ("yes" if c["met"] else "**no**")
-        per_repeat = ", ".join(_ratio(r, c["percent"]) for r in c["per_repeat"])
+        peers = c.get("peers", [None] * len(c["per_repeat"]))
+        per_repeat = ", ".join(_ratio(r, c["percent"]) + (f" ({peer})" if peer else "")
+                               for r, peer in zip(c["per_repeat"], peers))
         lines.append(f"| {c['label']} | {_ratio(c['ratio'], c['percent'])} | {target} | {met} | {per_repeat} |")
     for title, names, columns in TABLES:
         present = [n for n in names if n in summary["medians"]]

@@ -59,6 +59,16 @@ MEASUREMENTS = [
     Measurement("hf_train_bf16", ("train", "hf"), "bench_hf_train.py", "hf",
                 ("--model-dir", MODEL_DIR, "--warmup-steps", "10", "--steps", "120"),
                 ("--model-dir", MODEL_DIR, "--warmup-steps", "3", "--steps", "5"), "examples_per_s"),
+    # Grouped: 50 + 100 steps = one LengthGroupedSampler megabatch (50 batches, sorted longest first), then two
+    # whole ones timed, so the timed batches have the lengths of the data, not of a megabatch's long end.
+    Measurement("hf_train_bf16_grouped", ("train", "hf"), "bench_hf_train.py", "hf",
+                ("--model-dir", MODEL_DIR, "--group-by-length", "--warmup-steps", "50", "--steps", "100"),
+                ("--model-dir", MODEL_DIR, "--group-by-length", "--warmup-steps", "3", "--steps", "5"),
+                "examples_per_s"),
+    Measurement("hf_train_bf16_grouped_compiled", ("train", "hf"), "bench_hf_train.py", "hf",
+                ("--model-dir", MODEL_DIR, "--group-by-length", "--compile", "--warmup-steps", "50", "--steps", "100"),
+                ("--model-dir", MODEL_DIR, "--group-by-length", "--compile", "--warmup-steps", "3", "--steps", "5"),
+                "examples_per_s"),
     Measurement("kerashub_train_fp32", ("train", "kerashub"), "bench_kerashub_train.py", "main",
                 ("--precision", "float32", "--warmup-steps", "5", "--steps", "30"),
                 ("--precision", "float32", "--warmup-steps", "2", "--steps", "3"), "examples_per_s"),
