@@ -37,6 +37,7 @@ test-slow: install
 
 bench: install
 	$(BIN)/python benchmarks/run.py
+	$(BIN)/python benchmarks/bench_scaling.py --out benchmarks/results/scaling
 
 clean:
 	rm -rf runs .pytest_cache

@@ -189,9 +189,11 @@ def test_low_resource_table_averages_seeds():
     import bench_low_resource
 
     cells = [{"method": "full", "rows": 100, "seed": s, "dev_accuracy": a} for s, a in enumerate((0.80, 0.84, 0.82))]
-    cells.append({"method": "probe", "rows": 67349, "seed": 0, "dev_accuracy": 0.7512})
+    cells.append({"method": "probe", "rows": 67349, "seed": 0, "dev_accuracy": 0.7512})  # the config's rate
+    cells.append({"method": "probe", "learning_rate": 0.01, "rows": 100, "seed": 0, "dev_accuracy": 0.6})
     table = bench_low_resource.table(cells, [100, 0]).splitlines()
     assert table[0] == "| SST-2 dev accuracy (%) | 100 rows | 67,349 rows |"
-    assert table[2] == "| full fine-tuning | 82.00 ± 2.00 (3 seeds) | — |"
-    assert table[3] == "| LoRA r=8 (query, value) | — | — |"
-    assert table[4] == "| linear probe | — | 75.12 |"
+    assert table[2] == "| full fine-tuning, lr 0.0001 | 82.00 ± 2.00 (3 seeds) | — |"
+    assert table[3] == "| LoRA r=8 (query, value), lr 0.0005 | — | — |"
+    assert table[4] == "| linear probe, lr 0.001 | — | 75.12 |"
+    assert table[5] == "| linear probe, lr 0.01 | 60.00 | — |"
