@@ -190,10 +190,12 @@ def test_low_resource_table_averages_seeds():
 
     cells = [{"method": "full", "rows": 100, "seed": s, "dev_accuracy": a} for s, a in enumerate((0.80, 0.84, 0.82))]
     cells.append({"method": "probe", "rows": 67349, "seed": 0, "dev_accuracy": 0.7512})  # the config's rate
-    cells.append({"method": "probe", "learning_rate": 0.01, "rows": 100, "seed": 0, "dev_accuracy": 0.6})
+    cells.append({"method": "probe", "variant": "task.pooling=mean", "rows": 100, "seed": 0, "dev_accuracy": 0.6})
     table = bench_low_resource.table(cells, [100, 0]).splitlines()
     assert table[0] == "| SST-2 dev accuracy (%) | 100 rows | 67,349 rows |"
-    assert table[2] == "| full fine-tuning, lr 0.0001 | 82.00 ± 2.00 (3 seeds) | — |"
-    assert table[3] == "| LoRA r=8 (query, value), lr 0.0005 | — | — |"
-    assert table[4] == "| linear probe, lr 0.001 | — | 75.12 |"
-    assert table[5] == "| linear probe, lr 0.01 | 60.00 | — |"
+    assert table[2] == "| full fine-tuning (lr 1e-4) | 82.00 ± 2.00 (3 seeds) | — |"
+    assert table[3] == "| LoRA r=8, query + value (lr 5e-4) | — | — |"
+    assert table[4] == "| linear probe on [CLS] (lr 1e-3) | — | 75.12 |"
+    assert table[5] == "| linear probe on [CLS] (lr 1e-3), with `task.pooling=mean` | 60.00 | — |"
+    assert bench_low_resource.slug("train.learning_rate=0.01, task.pooling=mean") == \
+        "train.learning_rate_0.01_task.pooling_mean"
