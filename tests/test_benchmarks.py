@@ -199,3 +199,15 @@ def test_low_resource_table_averages_seeds():
     assert table[5] == "| linear probe on [CLS] (lr 1e-3), with `task.pooling=mean` | 60.00 | — |"
     assert bench_low_resource.slug("train.learning_rate=0.01, task.pooling=mean") == \
         "train.learning_rate_0.01_task.pooling_mean"
+
+
+def test_scaling_attention_share_and_table():
+    import bench_scaling
+
+    sizes = {"non_embedding_params": 10_646_784, "num_layers": 6, "hidden_dim": 384}
+    # 12·6·384·512 = 14,155,776 of 6·N + that = 78,036,480 FLOPs per token
+    assert bench_scaling.attention_share(sizes, 512) == pytest.approx(14_155_776 / 78_036_480)
+    assert bench_scaling.attention_share(sizes, 32) < bench_scaling.attention_share(sizes, 64)
+    cells = [{"batch": 8, "length": 64, "train_s": 0.256, "forward_s": 0.0512, "attention_share": 0.05}]
+    row = bench_scaling.table(cells).splitlines()[2]
+    assert row == "| 8 | 64 | 256.0 | 500.0 | 51.2 | 100.0 | 5.0 % |"  # µs per token: 0.256 s / 512 tokens
