@@ -13,6 +13,10 @@ warm-up are timed. Tokens: the batches `train()` actually feeds are recorded
 `tfsft.training.training_dataset`, the pipeline function `train()` calls.
 
     python benchmarks/bench_tfsft_train.py --warmup-steps 30 --steps 120
+    python benchmarks/bench_tfsft_train.py --profile /tmp/profile   # then xplane_summary.py /tmp/profile
+
+`--profile DIR` runs TensorFlow's profiler over the timed steps (its own
+overhead makes those steps slower: time without it, profile with it).
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ def parse_args(argv=None):
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="more config overrides, as for `tfsft train --set`")
     parser.add_argument("--run-dir", default=str(SCRATCH / "tfsft_train"))
+    parser.add_argument("--profile", metavar="DIR", help="profile the timed steps into DIR (tf.profiler)")
     return parser.parse_args(argv)
 
 
@@ -67,6 +72,7 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     os.environ.setdefault("TFSFT_DATA_DIR", str(data_dir()))
     import keras
+    import tensorflow as tf
 
     import tfsft.training
     from tfsft.experiment import load_config
@@ -90,6 +96,10 @@ def main(argv=None) -> None:
     class Timing(keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):
             clock.tick()
+            if args.profile and clock.done == args.warmup_steps:
+                tf.profiler.experimental.start(args.profile)
+            elif args.profile and clock.done == args.warmup_steps + args.steps:
+                tf.profiler.experimental.stop()
 
     stats: list[tuple[int, int]] = []
     if not hasattr(tfsft.training, "training_dataset"):
