@@ -14,10 +14,16 @@ tokenizer runs inside the graph.
 run's `TextEncoder` (untimed) — the strongest Keras baseline.
 
 Both: warm-up calls first (tracing), then p50/p99 latency over `--requests`
-calls at batch 1, and examples/s over `--batches` calls at batch 32.
+calls at batch 1, and examples/s over `--batches` calls at batch 32. The
+result records the load average at start and end, the CPU and the versions.
+
+`--run-dir` times another run instead of the scratch one, e.g. the
+fine-tuned `runs/sst2_minilm` (its newest `export/<name>/<version>`), against
+Hugging Face's `pipeline` on the same weights (`bench_hf_serving.py`).
 
     python benchmarks/bench_serving.py --prepare
     python benchmarks/bench_serving.py --impl savedmodel --requests 150 --batches 15
+    python benchmarks/bench_serving.py --impl savedmodel --run-dir runs/sst2_minilm
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import shutil
 import sys
 import time
@@ -40,13 +47,45 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prepare", action="store_true", help="train 5 steps and export (run.py: once per run)")
     parser.add_argument("--impl", choices=["savedmodel", "keras"])
-    parser.add_argument("--run-dir", default=str(SCRATCH / "serving_run"))
+    parser.add_argument("--run-dir", default=str(SCRATCH / "serving_run"),
+                        help="the run to serve (default: --prepare's scratch run; e.g. runs/sst2_minilm)")
     parser.add_argument("--requests", type=int, default=150, help="batch-1 calls for the latency percentiles")
     parser.add_argument("--batches", type=int, default=15, help="batch-32 calls for the throughput")
     args = parser.parse_args(argv)
     if not args.prepare and not args.impl:
         parser.error("give --prepare or --impl")
+    if args.requests < 1 or args.batches < 1:
+        parser.error(f"--requests and --batches must be ≥ 1. Received: {args.requests}, {args.batches}")
     return args
+
+
+def load_average() -> str:
+    """The 1, 5 and 15-minute load averages, as run.py writes them."""
+    return ", ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def machine(packages: tuple[str, ...]) -> dict:
+    """CPU, cores, bf16 instructions and the versions of `packages` (standard library only; imports nothing)."""
+    from importlib import metadata
+
+    cpu, flags = platform.processor() or "?", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    versions = {}
+    for package in packages:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = "not installed"
+    return {"cpu": cpu, "cores": os.cpu_count(),
+            "bf16_instructions": ", ".join(sorted(flags & {"amx_bf16", "avx512_bf16"})) or "none",
+            "python": platform.python_version(), "versions": versions}
 
 
 def prepare(run_dir: Path) -> Path:
@@ -96,15 +135,20 @@ def savedmodel_caller(run_dir: Path):
     import tensorflow as tf
     import tensorflow_text  # noqa: F401  (registers the tokenizer's ops)
 
-    saved = sorted(run_dir.glob("export/*/*/saved_model.pb"))
-    if not saved:
-        sys.exit(f"{run_dir}: no export; run `bench_serving.py --prepare` first")
-    fn = tf.saved_model.load(str(saved[-1].parent)).signatures["serving_default"]
+    fn = tf.saved_model.load(str(newest_export(run_dir))).signatures["serving_default"]
 
     def call(batch):
         return {k: v.numpy() for k, v in fn(text=tf.constant(batch)).items()}
 
     return lambda batch: batch, call
+
+
+def newest_export(run_dir: Path) -> Path:
+    """The highest-numbered `export/<model_name>/<version>` SavedModel of a run (exits when there is none)."""
+    saved = [p.parent for p in run_dir.glob("export/*/*/saved_model.pb") if p.parent.name.isdigit()]
+    if not saved:
+        sys.exit(f"{run_dir}: no export; run `bench_serving.py --prepare` (or `tfsft export {run_dir}`) first")
+    return max(saved, key=lambda p: int(p.name))
 
 
 def keras_caller(run_dir: Path):
@@ -127,6 +171,7 @@ def keras_caller(run_dir: Path):
 def main(argv=None) -> None:
     args = parse_args(argv)
     run_dir = Path(args.run_dir)
+    load_start = load_average()
     if args.prepare:
         emit({"name": "serving_prepare", "saved_model": str(prepare(run_dir))})
         return
@@ -144,6 +189,11 @@ def main(argv=None) -> None:
         "p99_ms": 1000 * percentile(latency, 99),
         "batch1_per_s": 1 / percentile(latency, 50),
         "batch32_examples_per_s": BATCH_SIZE * len(throughput) / sum(throughput),
+        "run_dir": str(run_dir),
+        "saved_model": str(newest_export(run_dir)) if args.impl == "savedmodel" else None,
+        "load_average_start": load_start,
+        "load_average_end": load_average(),
+        "machine": machine(("tensorflow", "tensorflow-text", "keras", "keras-hub")),
     })
 
 
