@@ -68,12 +68,26 @@ def _inverse(name: str, key: str) -> Callable[[dict], float]:
 HF_TRAIN = ("hf_train_bf16", "hf_train_bf16_grouped", "hf_train_bf16_grouped_compiled")
 
 
-def fastest_hf_train(repeat: dict) -> str:
-    """The Hugging Face training variant with the most examples/s in this repeat (KeyError if none ran)."""
-    measured = [name for name in HF_TRAIN if name in repeat]
-    if not measured:
-        raise KeyError("no hf_train_* measurement")
-    return max(measured, key=lambda name: repeat[name]["examples_per_s"])
+def fastest(names: tuple[str, ...], key: str) -> Callable[[dict], str]:
+    """repeat → the one of `names` with the highest `key` in that repeat (KeyError if none of them ran)."""
+    def pick(repeat: dict) -> str:
+        measured = [name for name in names if name in repeat]
+        if not measured:
+            raise KeyError(f"none of {', '.join(names)} measured")
+        return max(measured, key=lambda name: repeat[name][key])
+
+    return pick
+
+
+fastest_hf_train = fastest(HF_TRAIN, "examples_per_s")  # the Hugging Face training variant with the most examples/s
+
+
+def hf_generate(batch: int) -> tuple[str, ...]:
+    """The Hugging Face `generate` variants at `batch` (run.py's `HF_GENERATE_VARIANTS`)."""
+    return tuple(f"{name}_b{batch}" for name in ("generate_hf", "generate_hf_bf16", "generate_hf_static_compiled"))
+
+
+fastest_hf_generate = {batch: fastest(hf_generate(batch), "tokens_per_s") for batch in (1, 8)}
 
 
 COMPARISONS = [
@@ -106,6 +120,13 @@ COMPARISONS = [
                _inverse("serving_savedmodel", "p50_ms"), _inverse("serving_keras", "p50_ms"), 0.8),
     Comparison("input pipeline examples/s: tfsft tf.data ÷ HF tokenizers (Rust)",
                _metric("pipeline_tfsft", "examples_per_s"), _metric("pipeline_hf", "examples_per_s")),
+    *(Comparison(f"generation tokens/s at batch {batch} (SmolLM2-135M, 128 greedy tokens): tfsft SavedModel ÷ the "
+                 f"fastest HF Transformers generate variant of the repeat (float32, bfloat16, static cache + compile)",
+                 _metric(f"generate_tfsft_b{batch}", "tokens_per_s"),
+                 lambda r, pick=fastest_hf_generate[batch]: r[pick(r)]["tokens_per_s"], 1.0,
+                 peer=fastest_hf_generate[batch]) for batch in (1, 8)),
+    Comparison("generation tokens/s at batch 1: tfsft SavedModel ÷ llama.cpp on the same GGUF file (CPU reference)",
+               _metric("generate_tfsft_b1", "tokens_per_s"), _metric("generate_llamacpp_b1", "tokens_per_s")),
 ]
 
 
@@ -193,6 +214,12 @@ TABLES = [
      ["serving_savedmodel", "serving_keras"],
      [("p50 ms (batch 1)", "p50_ms", 2), ("p99 ms (batch 1)", "p99_ms", 2),
       ("examples/s (batch 32)", "batch32_examples_per_s", 1), ("requests", "requests", 0)]),
+    ("Generation (SmolLM2-135M-Instruct, greedy, exactly 128 new tokens, prompt processing included)",
+     [f"generate_tfsft_b{b}" for b in (1, 8)] + [*hf_generate(1), *hf_generate(8), "generate_llamacpp_b1"],
+     [("batch", "batch", 0), ("dtype", "dtype", None), ("tokens/s", "tokens_per_s", 1),
+      ("s per call", "seconds_per_call", 2), ("tokens/s after the prompt", "generation_tokens_per_s", 1),
+      ("prompt tokens", "prompt_tokens", 0), ("new tokens", "new_tokens", 0),
+      ("load at start", "load_average_start", 1), ("load at end", "load_average_end", 1)]),
 ]
 
 

@@ -11,6 +11,7 @@ and KerasHub run in this interpreter's environment.
     .venv/bin/python benchmarks/run.py --quick   # tiny counts, one repeat: a smoke check
     .venv/bin/python benchmarks/run.py --only train --repeats 5
     .venv/bin/python benchmarks/run.py --only tfsft_train --only evaluate   # evaluation ÷ training speed
+    .venv/bin/python benchmarks/run.py --only generate   # SmolLM2 generation: SavedModel vs HF generate, llama.cpp
 """
 
 from __future__ import annotations
@@ -98,6 +99,24 @@ MEASUREMENTS = [
     Measurement("serving_keras", ("serving",), "bench_serving.py", "main",
                 ("--impl", "keras", "--requests", "150", "--batches", "15"),
                 ("--impl", "keras", "--requests", "20", "--batches", "3"), "batch32_examples_per_s"),
+]
+
+
+def generation(name: str, script: str, env: str, *args: str) -> Measurement:
+    """A `generate` measurement: 128 greedy tokens, 3 timed calls (quick: 8 tokens, 1 call)."""
+    return Measurement(name, ("generate",), script, env, (*args, "--new-tokens", "128", "--repeats", "3"),
+                       (*args, "--new-tokens", "8", "--repeats", "1"), "tokens_per_s")
+
+
+# SmolLM2-135M-Instruct: the tfsft SavedModel against HF Transformers generate (its variants) and llama.cpp.
+HF_GENERATE_VARIANTS = {"generate_hf": (), "generate_hf_bf16": ("--dtype", "bfloat16"),
+                        "generate_hf_static_compiled": ("--cache", "static", "--compile")}
+MEASUREMENTS += [
+    *(generation(f"generate_tfsft_b{b}", "bench_tfsft_generate.py", "main", "--impl", "savedmodel", "--batch", str(b))
+      for b in (1, 8)),
+    *(generation(f"{name}_b{b}", "bench_hf_generate.py", "hf", *flags, "--batch", str(b))
+      for b in (1, 8) for name, flags in HF_GENERATE_VARIANTS.items()),
+    generation("generate_llamacpp_b1", "bench_llamacpp_generate.py", "hf", "--batch", "1"),
 ]
 
 
@@ -222,7 +241,8 @@ def main(argv=None) -> int:
             log(f"skipping the Hugging Face measurements: {e}")
     folder = model_dir()
     for prefix, script, what in (("serving_", "bench_serving.py", "a short training run + export"),
-                                 ("evaluate_", "bench_tfsft_evaluate.py", "a short training run")):
+                                 ("evaluate_", "bench_tfsft_evaluate.py", "a short training run"),
+                                 ("generate_", "bench_tfsft_generate.py", "a 1-step SmolLM2 run + export")):
         if any(m.name.startswith(prefix) for m in measurements):
             log(f"preparing the {prefix[:-1]} benchmark: {what} (once) ...")
             try:
